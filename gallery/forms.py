@@ -1,0 +1,36 @@
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+
+from gallery.models import Gallery
+
+
+class SignupForm(UserCreationForm):
+    class Meta(UserCreationForm.Meta):
+        fields = ("username",)
+
+
+class GalleryForm(forms.ModelForm):
+    class Meta:
+        model = Gallery
+        fields = ("title", "description", "visibility")
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class SearchControlsForm(forms.Form):
+    """k, an optional maximum distance and a page number, from the query string."""
+
+    k = forms.IntegerField(min_value=1, max_value=settings.IMAGESEARCH_MAX_K, required=False)
+    max_distance = forms.FloatField(min_value=0.0, max_value=2.0, required=False)
+    page = forms.IntegerField(min_value=1, max_value=1000, required=False)
+
+    def values(self):
+        """Return (k, offset, max_distance, page) with defaults filled in."""
+        data = self.cleaned_data if self.is_valid() else {}
+        k = data.get("k") or settings.IMAGESEARCH_DEFAULT_K
+        page = data.get("page") or 1
+        return k, (page - 1) * k, data.get("max_distance"), page
+
+
+class QueryImageForm(forms.Form):
+    image = forms.FileField()

@@ -1,0 +1,125 @@
+"""Pillow work: validating uploads, thumbnails, and decoding to model input.
+
+Nothing here knows about Django models or Keras. The type of a file is decided
+by its content, never by its name.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+
+MODEL_SIZE = 224
+THUMB_SIZE = 320
+# Formats accepted for upload (Pillow's names) and how they are served.
+ACCEPTED_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}
+
+
+class InvalidImage(ValueError):
+    """The file is not an image this product can use; the message is for people."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+def inspect(data: bytes, max_pixels: int) -> ImageInfo:
+    """Check that `data` is a complete, decodable image of an accepted type and return its facts.
+
+    Raises InvalidImage with a reason a person can read.
+    """
+    if not data:
+        raise InvalidImage("The file is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as img:
+                fmt = img.format
+                width, height = img.size
+                if fmt not in ACCEPTED_FORMATS:
+                    raise InvalidImage(
+                        f"{fmt or 'This'} files are not supported; use JPEG, PNG, GIF, WebP, TIFF or BMP."
+                    )
+                if width < 1 or height < 1:
+                    raise InvalidImage("The image has no pixels.")
+                if width * height > max_pixels:
+                    raise InvalidImage(
+                        f"The image is {width}x{height} pixels; the limit is {max_pixels // 1_000_000} megapixels."
+                    )
+                img.load()  # decodes the whole first frame: catches truncated files
+    except InvalidImage:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImage("This file is not an image (or not one of JPEG, PNG, GIF, WebP, TIFF, BMP).") from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        raise InvalidImage("The image declares an enormous size (a decompression bomb) and was refused.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"The image is damaged or truncated and cannot be read ({exc}).") from None
+    return ImageInfo(fmt, ACCEPTED_FORMATS[fmt], EXTENSIONS[fmt], width, height)
+
+
+def to_rgb(img: PILImage.Image) -> PILImage.Image:
+    """Return an RGB image: transparency composited on white, 16-bit and CMYK converted."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        # Scale 16/32-bit integer samples into 8 bits rather than clipping them.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = PILImage.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = PILImage.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        img = img.convert("RGBA")
+        background = PILImage.new("RGBA", img.size, (255, 255, 255, 255))
+        return PILImage.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_oriented(data: bytes, draft_size: int | None = None) -> PILImage.Image:
+    """Open the first frame, upright (EXIF orientation applied), as RGB.
+
+    With `draft_size`, a JPEG much larger than that is decoded at a reduced
+    scale (libjpeg's DCT scaling), which is several times cheaper.
+    """
+    img = PILImage.open(io.BytesIO(data))
+    if draft_size and img.format == "JPEG":
+        # Draft keeps both sides >= the requested size, so quality is unchanged at 224.
+        img.draft("RGB", (draft_size, draft_size))
+    img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
+
+
+def model_input(data: bytes, draft: bool = True) -> np.ndarray:
+    """Decode to the model's input: (224, 224, 3) float32 RGB in 0..255, squashed to size."""
+    img = open_oriented(data, draft_size=MODEL_SIZE * 2 if draft else None)
+    img = img.resize((MODEL_SIZE, MODEL_SIZE), PILImage.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img, dtype=np.float32)  # (224, 224, 3)
+
+
+def thumbnail_jpeg(data: bytes, size: int = THUMB_SIZE) -> bytes:
+    """Return a JPEG thumbnail whose longer side is at most `size`."""
+    img = open_oriented(data, draft_size=size)
+    img.thumbnail((size, size), PILImage.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()

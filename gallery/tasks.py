@@ -1,0 +1,126 @@
+"""Celery tasks: ids in, a service call, safe to run twice."""
+
+import logging
+from contextlib import contextmanager
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from gallery import services
+from gallery.models import EmbeddingState, Gallery, Image
+
+logger = logging.getLogger(__name__)
+
+LOCK_SECONDS = 30 * 60
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OSError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def embed_images(self, image_ids):
+    """Embed these images (those still pending); storage errors retry with backoff."""
+    done = services.images_embed(image_ids=image_ids)
+    logger.info("embedded %d of %d image(s)", done, len(image_ids))
+    return done
+
+
+@shared_task(acks_late=True)
+def embed_gallery_pending(gallery_id):
+    """Queue every pending image of a gallery in batches."""
+    ids = list(
+        Image.objects.filter(gallery_id=gallery_id, embedding_state=EmbeddingState.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    services._enqueue_in_batches(ids)
+    return len(ids)
+
+
+@contextmanager
+def gallery_lock(gallery_id):
+    """Hold a Redis lock for the gallery's index; yield False if another holder has it."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        yield True  # no Redis: a single process, nothing to exclude
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    lock = client.lock(f"imagesearch:index-lock:{gallery_id}", timeout=LOCK_SECONDS, blocking=False)
+    acquired = lock.acquire()
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                logger.warning("index lock of gallery %s expired before release", gallery_id)
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=10, max_retries=5)
+def rebuild_index(gallery_id):
+    """Rebuild one gallery's index, unless another rebuild of it is running."""
+    with gallery_lock(gallery_id) as acquired:
+        if not acquired:
+            logger.info("gallery %s: a rebuild is already running", gallery_id)
+            return None
+        build = services.gallery_rebuild_index(gallery_id=gallery_id)
+    if build is None:
+        return None
+    logger.info("gallery %s: index v%d with %d items in %.2fs", gallery_id, build.version, build.item_count, build.duration_seconds)
+    return build.version
+
+
+@shared_task
+def rebuild_stale_indexes():
+    """Queue one rebuild per gallery whose index is out of date (run by beat)."""
+    ids = list(Gallery.objects.filter(index_dirty=True).values_list("pk", flat=True))
+    for gallery_id in ids:
+        rebuild_index.delay(gallery_id)
+    return ids
+
+
+def _embed_queue_idle():
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return True
+    from imagesearch.celery import app
+
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        return client.llen("embed") == 0
+
+
+@shared_task
+def reconcile_stuck_images():
+    """Queue again images lost to a killed worker or a broker outage (run by beat)."""
+    ids = services.images_reconcile(broker_idle=_embed_queue_idle())
+    if ids:
+        logger.info("re-queued %d pending image(s)", len(ids))
+    return len(ids)
+
+
+@worker_ready.connect
+def load_model_at_start(sender, **kwargs):
+    """Load VGG16 as a solo-pool embed worker starts, so a weights problem shows at once."""
+    consumer = getattr(sender, "consumer", None)
+    queues = {q.name for q in consumer.task_consumer.queues} if consumer and consumer.task_consumer else set()
+    if "embed" not in queues or sender.pool_cls.__module__.split(".")[-1] != "solo":
+        return
+    from gallery import embeddings
+    from gallery.models import SystemNotice
+
+    try:
+        embeddings.load()
+    except embeddings.WeightsUnavailable as exc:
+        logger.error("%s Images wait in pending until this is fixed.", exc)
+        SystemNotice.objects.update_or_create(key=services.WEIGHTS_NOTICE, defaults={"message": str(exc)})
+    else:
+        SystemNotice.objects.filter(key=services.WEIGHTS_NOTICE).delete()
+        logger.info("VGG16 loaded (%s)", embeddings.version())

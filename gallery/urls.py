@@ -1,0 +1,25 @@
+from django.urls import path
+
+from gallery.views import api, media, pages
+
+urlpatterns = [
+    path("", pages.home, name="home"),
+    path("signup/", pages.signup, name="signup"),
+    path("g/new/", pages.gallery_create, name="gallery_create"),
+    path("g/<slug:slug>/", pages.gallery_detail, name="gallery_detail"),
+    path("g/<slug:slug>/edit/", pages.gallery_edit, name="gallery_edit"),
+    path("g/<slug:slug>/delete/", pages.gallery_delete, name="gallery_delete"),
+    path("g/<slug:slug>/upload/", pages.gallery_upload, name="gallery_upload"),
+    path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
+    path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
+    path("g/<slug:slug>/search/", pages.gallery_search, name="gallery_search"),
+    path("i/<int:pk>/", pages.image_detail, name="image_detail"),
+    path("i/<int:pk>/similar/", pages.image_similar, name="image_similar"),
+    path("i/<int:pk>/delete/", pages.image_delete, name="image_delete"),
+    path("i/<int:pk>/file", media.image_file, name="image_file"),
+    path("i/<int:pk>/thumb", media.image_thumbnail, name="image_thumb"),
+    path("api/images/<int:pk>/similar", api.similar, name="api_similar"),
+    path("api/galleries/<slug:slug>/search", api.search, name="api_search"),
+    path("api/galleries/<slug:slug>/status", api.status, name="api_status"),
+    path("api/galleries/<slug:slug>/images", api.upload, name="api_upload"),
+]

@@ -1,0 +1,29 @@
+"""Helpers shared by the page and API views."""
+
+from django.conf import settings
+
+from gallery import embeddings, imaging
+
+
+class QueryImageError(Exception):
+    """The query image cannot be searched with; the message is for people."""
+
+
+def embed_query_file(upload):
+    """Decode and embed an outside query image. Raise QueryImageError with a readable reason."""
+    if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
+        raise QueryImageError(f"The file is too large (limit {settings.IMAGESEARCH_MAX_UPLOAD_BYTES // 1048576} MB).")
+    data = upload.read()
+    try:
+        imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
+        arr = imaging.model_input(data)  # (224, 224, 3)
+    except imaging.InvalidImage as exc:
+        raise QueryImageError(str(exc)) from None
+    try:
+        return embeddings.embed_batch([arr])[0]  # (512,)
+    except embeddings.WeightsUnavailable as exc:
+        raise QueryImageError(f"Search is unavailable: {exc}") from None
+
+
+def wants_json(request):
+    return "application/json" in request.headers.get("Accept", "")

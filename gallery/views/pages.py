@@ -1,0 +1,192 @@
+"""HTML pages: parse input, call one service or selector, respond."""
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from gallery import selectors, services
+from gallery.forms import GalleryForm, QueryImageForm, SearchControlsForm, SignupForm
+from gallery.models import EmbeddingState, Gallery
+from gallery.views.common import QueryImageError, embed_query_file, wants_json
+
+PAGE_SIZE = 48
+
+
+def home(request):
+    mine = Gallery.objects.filter(owner=request.user) if request.user.is_authenticated else Gallery.objects.none()
+    public = Gallery.objects.filter(visibility="public").exclude(pk__in=mine.values("pk")).select_related("owner")
+    return render(request, "gallery/home.html", {"mine": mine, "public": public[:100]})
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}. Create a gallery to start.")
+        return redirect("gallery_create")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def gallery_create(request):
+    form = GalleryForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        gallery = services.gallery_create(owner=request.user, **form.cleaned_data)
+        messages.success(request, "Gallery created. Add some images.")
+        return redirect(gallery)
+    return render(request, "gallery/gallery_form.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def gallery_edit(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    form = GalleryForm(request.POST or None, instance=gallery)
+    if request.method == "POST" and form.is_valid():
+        services.gallery_update(gallery=gallery, **form.cleaned_data)
+        messages.success(request, "Gallery saved.")
+        return redirect(gallery)
+    return render(request, "gallery/gallery_form.html", {"form": form, "gallery": gallery})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def gallery_delete(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    if request.method == "POST":
+        services.gallery_delete(gallery=gallery)
+        messages.success(request, f"Gallery “{gallery.title}” deleted.")
+        return redirect("home")
+    return render(request, "gallery/gallery_confirm_delete.html", {"gallery": gallery})
+
+
+def gallery_detail(request, slug):
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    images = gallery.images.visible_to(request.user).order_by("-created_at", "-id")
+    page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
+    failed = gallery.images.filter(embedding_state=EmbeddingState.FAILED).order_by("-created_at")[:50]
+    return render(
+        request,
+        "gallery/gallery_detail.html",
+        {
+            "gallery": gallery,
+            "page": page,
+            "can_edit": selectors.can_edit(request.user, gallery),
+            "status": selectors.gallery_status(gallery=gallery),
+            "failed": failed if selectors.can_edit(request.user, gallery) else [],
+            "query_form": QueryImageForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def gallery_upload(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    files = request.FILES.getlist("images")
+    results = services.images_upload(gallery=gallery, uploader=request.user, files=files) if files else []
+    if wants_json(request):
+        return JsonResponse({"results": [r.as_dict() for r in results]}, status=200 if results else 400)
+    if not files:
+        messages.error(request, "Choose one or more image files to upload.")
+    added = sum(r.status == "added" for r in results)
+    if added:
+        messages.success(request, f"{added} image(s) added; they are being processed.")
+    for r in results:
+        if r.status != "added":
+            level = messages.WARNING if r.status == "duplicate" else messages.ERROR
+            messages.add_message(request, level, f"{r.name}: {r.message}")
+    return redirect(gallery)
+
+
+@login_required
+@require_POST
+def gallery_retry_failed(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    n = services.images_retry(images=gallery.images.all())
+    messages.success(request, f"{n} image(s) queued again.")
+    return redirect(gallery)
+
+
+def gallery_status(request, slug):
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    return JsonResponse(selectors.gallery_status(gallery=gallery))
+
+
+@require_POST
+def gallery_search(request, slug):
+    """Search the gallery with an outside image (not stored)."""
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    form = QueryImageForm(request.POST, request.FILES)
+    controls = SearchControlsForm(request.GET)
+    k, offset, max_distance, _page = controls.values()
+    error, matches = None, []
+    if not form.is_valid():
+        error = "Choose an image file to search with."
+    else:
+        try:
+            vector = embed_query_file(form.cleaned_data["image"])
+            matches = selectors.search_vector(
+                user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance
+            )
+        except QueryImageError as exc:
+            error = str(exc)
+    return render(
+        request,
+        "gallery/results.html",
+        {"gallery": gallery, "query": None, "query_name": request.FILES.get("image") and request.FILES["image"].name,
+         "matches": matches, "error": error, "k": k},
+        status=400 if error else 200,
+    )
+
+
+def image_detail(request, pk):
+    image = selectors.image_for_view(user=request.user, pk=pk)
+    return render(
+        request,
+        "gallery/image_detail.html",
+        {"image": image, "gallery": image.gallery, "can_edit": selectors.can_edit(request.user, image.gallery),
+         "events": image.moderation_events.select_related("actor")[:20] if request.user.is_staff else []},
+    )
+
+
+def image_similar(request, pk):
+    image = selectors.image_for_view(user=request.user, pk=pk)
+    controls = SearchControlsForm(request.GET)
+    k, offset, max_distance, page = controls.values()
+    matches = selectors.similar_images(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
+    return render(
+        request,
+        "gallery/results.html",
+        {
+            "gallery": image.gallery,
+            "query": image,
+            "matches": matches,
+            "k": k,
+            "page": page,
+            "max_distance": max_distance,
+            "has_next": len(matches) == k,
+            "k_choices": [6, 12, 24, 48, 100],
+        },
+    )
+
+
+@login_required
+@require_POST
+def image_delete(request, pk):
+    image = selectors.image_for_view(user=request.user, pk=pk)
+    if not selectors.can_edit(request.user, image.gallery):
+        return render(request, "errors/404.html", status=404)
+    gallery = image.gallery
+    services.image_delete(image=image)
+    messages.success(request, f"“{image.original_name}” deleted.")
+    return redirect(gallery)

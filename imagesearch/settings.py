@@ -1,0 +1,298 @@
+"""
+Settings for imagesearch.
+
+Every value comes from the environment, and every default runs on a fresh
+checkout: SQLite under ./var, media on local disk, Redis on localhost.
+This is the only module that reads os.environ; .env.example lists every
+variable. A malformed value stops start-up with ImproperlyConfigured.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name, default=""):
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name, default=False):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off).")
+
+
+def env_int(name, default, minimum=None, maximum=None):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name}={value} is outside {minimum}..{maximum}.")
+    return value
+
+
+def env_float(name, default, minimum=None):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is below {minimum}.")
+    return value
+
+
+def env_list(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- Core -----------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off. "
+            "`make run` creates one in var/secret_key; in production set it explicitly."
+        )
+    SECRET_KEY = "insecure-debug-only-key"  # only ever used with DEBUG on
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+VAR_DIR = Path(env_str("IMAGESEARCH_VAR_DIR") or BASE_DIR / "var")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "gallery.apps.GalleryConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "imagesearch.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gallery.context_processors.site_status",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "imagesearch.wsgi.application"
+ASGI_APPLICATION = "imagesearch.asgi.application"
+
+# --- Database ---------------------------------------------------------------
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+except Exception as exc:  # dj_database_url raises several types for a bad URL
+    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} cannot be parsed: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the worker share the file: wait for a lock instead of
+    # failing, and keep the test database on disk so a worker process sees it.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media -------------------------------------------------------
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("IMAGESEARCH_STATIC_ROOT") or BASE_DIR / "staticfiles")
+
+MEDIA_ROOT = Path(env_str("IMAGESEARCH_MEDIA_ROOT") or VAR_DIR / "media")
+# Media is never served from a public prefix: every file goes through a
+# permission-checked view (local disk) or a short-lived signed URL (S3).
+MEDIA_URL = "/media-direct/"
+
+S3_BUCKET = env_str("IMAGESEARCH_S3_BUCKET")
+if S3_BUCKET:
+    _s3_options = {
+        "bucket_name": S3_BUCKET,
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": env_int("IMAGESEARCH_S3_URL_EXPIRE", 300, minimum=10),
+        "file_overwrite": False,
+    }
+    for _opt, _var in [
+        ("region_name", "AWS_S3_REGION_NAME"),
+        ("endpoint_url", "AWS_S3_ENDPOINT_URL"),
+        ("location", "IMAGESEARCH_S3_PREFIX"),
+    ]:
+        if env_str(_var):
+            _s3_options[_opt] = env_str(_var)
+    # Credentials: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / roles itself.
+    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options}
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": MEDIA_URL},
+    }
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = True  # `make run` works without collectstatic
+
+# --- Uploads ----------------------------------------------------------------
+
+IMAGESEARCH_MAX_UPLOAD_BYTES = env_int("IMAGESEARCH_MAX_UPLOAD_MB", 25, minimum=1) * 1024 * 1024
+IMAGESEARCH_MAX_FILES_PER_REQUEST = env_int("IMAGESEARCH_MAX_FILES_PER_REQUEST", 100, minimum=1)
+IMAGESEARCH_MAX_PIXELS = env_int("IMAGESEARCH_MAX_PIXELS", 80_000_000, minimum=1_000_000)
+DATA_UPLOAD_MAX_NUMBER_FILES = IMAGESEARCH_MAX_FILES_PER_REQUEST
+# Whole-request ceiling; the per-file limit is checked per file with a clear message.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Embeddings and index ---------------------------------------------------
+
+IMAGESEARCH_VGG16_WEIGHTS = env_str("IMAGESEARCH_VGG16_WEIGHTS", "imagenet") or "imagenet"
+if IMAGESEARCH_VGG16_WEIGHTS not in {"imagenet", "none"}:
+    if not Path(IMAGESEARCH_VGG16_WEIGHTS).is_file():
+        raise ImproperlyConfigured(
+            f"IMAGESEARCH_VGG16_WEIGHTS={IMAGESEARCH_VGG16_WEIGHTS!r}: expected 'imagenet', 'none' "
+            "or the path of an existing weights file "
+            "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)."
+        )
+IMAGESEARCH_EMBED_BATCH_SIZE = env_int("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=256)
+IMAGESEARCH_RANDOM_SEED = env_int("IMAGESEARCH_RANDOM_SEED", 1234)
+IMAGESEARCH_INDEX_DIR = Path(env_str("IMAGESEARCH_INDEX_DIR") or VAR_DIR / "index")
+IMAGESEARCH_INDEX_REBUILD_SECONDS = env_float("IMAGESEARCH_INDEX_REBUILD_SECONDS", 30.0, minimum=1.0)
+IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0, minimum=1.0)
+# An image left in pending/processing longer than this is queued again.
+IMAGESEARCH_STUCK_AFTER_SECONDS = env_float("IMAGESEARCH_STUCK_AFTER_SECONDS", 600.0, minimum=1.0)
+IMAGESEARCH_DEFAULT_K = 12
+IMAGESEARCH_MAX_K = 100
+
+# pre: new uploads are visible to their owner and staff only until approved.
+# post: new uploads are visible at once, until rejected.
+IMAGESEARCH_MODERATION = env_str("IMAGESEARCH_MODERATION", "post").lower()
+if IMAGESEARCH_MODERATION not in {"pre", "post"}:
+    raise ImproperlyConfigured("IMAGESEARCH_MODERATION must be 'pre' or 'post'.")
+
+# --- Celery -----------------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+if urlparse(CELERY_BROKER_URL).scheme not in {"redis", "rediss", "memory"}:
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} must be a redis:// URL.")
+CELERY_RESULT_BACKEND = None
+# Eager mode runs tasks inside the web process: for a machine with no Redis.
+# `make run` turns it on (with a banner in every page) only when no Redis can be had.
+CELERY_TASK_ALWAYS_EAGER = env_bool("IMAGESEARCH_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "gallery.tasks.embed_images": {"queue": "embed"},
+    "gallery.tasks.embed_gallery_pending": {"queue": "embed"},
+    "gallery.tasks.rebuild_index": {"queue": "index"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task published while Redis is down must not hang the request: fail fast,
+# the reconciler re-enqueues the images once the broker is back.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BEAT_SCHEDULE = {
+    "rebuild-stale-indexes": {
+        "task": "gallery.tasks.rebuild_stale_indexes",
+        "schedule": IMAGESEARCH_INDEX_REBUILD_SECONDS,
+    },
+    "reconcile-stuck-images": {
+        "task": "gallery.tasks.reconcile_stuck_images",
+        "schedule": IMAGESEARCH_RECONCILE_SECONDS,
+    },
+}
+
+# --- Logging ----------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+}
+
+# --- Security (production) --------------------------------------------------
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0, minimum=0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY", False) else None
