@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.signals import setting_changed
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +157,15 @@ def embed_batch(arrays):
             chunk = np.concatenate([chunk, np.zeros((shape - b, *INPUT_SHAPE), np.float32)])
         out[start : start + b] = _get_runner(shape)(chunk).numpy()[:b]  # (b, 512)
     return out
+
+
+def _reset(*, setting, **kwargs):
+    """Forget the model and version when the weights settings change (tests do that)."""
+    global _model, _version
+    if setting in {"IMAGESEARCH_VGG16_WEIGHTS", "IMAGESEARCH_RANDOM_SEED", "IMAGESEARCH_EMBED_BATCH_SIZE"}:
+        with _lock:
+            _model, _version = None, None
+            _runners.clear()
+
+
+setting_changed.connect(_reset)

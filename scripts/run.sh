@@ -55,6 +55,7 @@ else
 fi
 
 $BIN/python manage.py migrate --noinput
+$BIN/python manage.py collectstatic --noinput -v 0
 $BIN/python manage.py check
 
 if [[ "$IMAGESEARCH_EAGER" == "0" ]]; then

@@ -1,0 +1,55 @@
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests import imagegen
+
+
+@pytest.fixture(autouse=True)
+def isolated_files(settings, tmp_path):
+    """Media and index files of each test live in its own tmp_path."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+        # No collectstatic in tests: plain names instead of the hashed manifest.
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.IMAGESEARCH_INDEX_DIR = tmp_path / "index"
+    settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    from gallery import index
+
+    index.evict()
+    yield tmp_path
+    index.evict()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username, **extra):
+        return get_user_model().objects.create_user(username=username, password="pw-" + username + "-123", **extra)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("other")
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def jpeg():
+    return imagegen.jpeg
