@@ -81,7 +81,8 @@ class ImageQuerySet(models.QuerySet):
             gallery_ok |= Q(gallery__owner=user)
         public_ok = Q(moderation_state=ModerationState.APPROVED)
         if settings.IMAGESEARCH_MODERATION == "post":
-            public_ok |= Q(moderation_state=ModerationState.PENDING)
+            # An auto-flagged upload waits for a moderator even under post-moderation.
+            public_ok |= Q(moderation_state=ModerationState.PENDING, flagged=False)
         if user.is_authenticated:
             return self.filter(gallery_ok).filter(public_ok | Q(gallery__owner=user))
         return self.filter(gallery_ok & public_ok)
@@ -130,6 +131,13 @@ class Image(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     moderated_at = models.DateTimeField(null=True, blank=True)
+    # Auto-flag: set when the image's vector lies within IMAGESEARCH_AUTOFLAG_DISTANCE
+    # of a rejected image of the same gallery. A flagged pending image is held back
+    # from strangers even under post-moderation, and leads the moderation queue.
+    flagged = models.BooleanField(default=False, db_index=True)
+    flag_reason = models.TextField(blank=True)
+    flag_match = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    flag_distance = models.FloatField(null=True, blank=True)
 
     objects = ImageQuerySet.as_manager()
 
@@ -156,6 +164,16 @@ class Image(models.Model):
     @staticmethod
     def pack_vector(vec):
         return np.asarray(vec, dtype="<f4").reshape(EMBEDDING_DIM).tobytes()
+
+
+class ModerationQueueItem(Image):
+    """The pending images, as the admin's moderation queue (a proxy: no table)."""
+
+    class Meta:
+        proxy = True
+        ordering = ["created_at", "id"]
+        verbose_name = "moderation queue item"
+        verbose_name_plural = "moderation queue"
 
 
 class ModerationEvent(models.Model):
