@@ -72,8 +72,8 @@ def thumbnail_upload_to(instance, filename):
 class ImageQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Images `user` may see: staff see all; owners see their own galleries' images
-        (rejected ones marked as such); everyone else sees approved, or not-yet-rejected
-        ones under post-moderation, in galleries they may see."""
+        (rejected ones marked as such); everyone else sees approved images, and under
+        post-moderation pending ones that were not auto-flagged, in galleries they may see."""
         if user.is_authenticated and user.is_staff:
             return self
         gallery_ok = Q(gallery__visibility=Visibility.PUBLIC)

@@ -79,6 +79,25 @@ def gallery_mark_dirty(*, gallery_id):
     Gallery.objects.filter(pk=gallery_id, index_dirty=False).update(index_dirty=True, index_dirty_since=timezone.now())
 
 
+def gallery_rebuild_request(*, gallery_id):
+    """Ask for a rebuild of the gallery's index now (e.g. from the admin).
+
+    The gallery is marked dirty first, so if the broker cannot be reached the
+    periodic task still rebuilds it.
+    """
+    Gallery.objects.filter(pk=gallery_id).update(index_dirty=True, index_dirty_since=timezone.now())
+
+    def enqueue():
+        from gallery import tasks
+
+        try:
+            tasks.rebuild_index.delay(gallery_id)
+        except Exception:  # broker down: beat rebuilds dirty galleries once it is back
+            logger.warning("could not queue a rebuild of gallery %s; it stays marked stale", gallery_id, exc_info=True)
+
+    transaction.on_commit(enqueue)
+
+
 def _delete_files(names):
     for name in names:
         try:
@@ -234,19 +253,109 @@ def _enqueue_in_batches(ids):
 
 
 def image_moderate(*, image, actor, state, reason=""):
-    """Record a moderation decision. A rejected image leaves every result at once
-    (results are filtered by the database) and the index at the next rebuild."""
+    """Record a moderation decision (who, when, from what to what, why) and apply it.
+
+    A rejected image leaves every result at once (results are filtered by the
+    database) and the index at the next rebuild. Repeating the same decision
+    with the same reason changes nothing and records nothing.
+    """
+    reason = (reason or "").strip()
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         previous = locked.moderation_state
+        if previous == state and locked.moderation_note == reason and locked.moderated_at is not None:
+            image.refresh_from_db()
+            return image
         Image.objects.filter(pk=image.pk).update(
             moderation_state=state, moderation_note=reason, moderated_by=actor, moderated_at=timezone.now()
         )
         ModerationEvent.objects.create(image=locked, actor=actor, from_state=previous, to_state=state, reason=reason)
         if ModerationState.REJECTED in (previous, state) and previous != state:
             gallery_mark_dirty(gallery_id=locked.gallery_id)
+        if state == ModerationState.REJECTED:
+            # Pending look-alikes of what was just rejected wait for a moderator too.
+            images_autoflag(gallery_id=locked.gallery_id)
     image.refresh_from_db()
     return image
+
+
+def images_moderate(*, images, actor, state, reason=""):
+    """Apply one decision to many images, each recorded on its own. Return how many changed."""
+    changed = 0
+    for image in images.order_by("pk"):
+        before = image.moderated_at
+        if image_moderate(image=image, actor=actor, state=state, reason=reason).moderated_at != before:
+            changed += 1
+    return changed
+
+
+def images_delete(*, images):
+    """Delete images with their stored files and thumbnails. Return how many were deleted."""
+    n = 0
+    with transaction.atomic():
+        for image in images.order_by("pk"):
+            image_delete(image=image)
+            n += 1
+    return n
+
+
+def images_autoflag(*, gallery_id, image_ids=None):
+    """Flag pending images of the gallery lying within IMAGESEARCH_AUTOFLAG_DISTANCE
+    (cosine) of one of its rejected images; `image_ids` limits the candidates.
+
+    Return the ids flagged now. Off (returns []) when the setting is 0.
+    """
+    import numpy as np
+
+    threshold = settings.IMAGESEARCH_AUTOFLAG_DISTANCE
+    if threshold <= 0:
+        return []
+    version = embeddings.version()
+    ready = Image.objects.filter(gallery_id=gallery_id, embedding_state=EmbeddingState.READY, embedding_version=version)
+    rejected = list(ready.filter(moderation_state=ModerationState.REJECTED).values_list("pk", "embedding"))
+    if not rejected:
+        return []
+    candidates = ready.filter(moderation_state=ModerationState.PENDING, flagged=False)
+    if image_ids is not None:
+        candidates = candidates.filter(pk__in=list(image_ids))
+    candidates = list(candidates.order_by("pk").values_list("pk", "embedding"))
+    if not candidates:
+        return []
+    r_pks = np.array([pk for pk, _ in rejected], dtype=np.int64)  # (R,)
+    r_vecs = np.frombuffer(b"".join(bytes(e) for _, e in rejected), dtype="<f4").reshape(len(rejected), index.DIM)
+    flagged = []
+    step = 1024  # bounds the (step, R) distance matrix
+    for start in range(0, len(candidates), step):
+        chunk = candidates[start : start + step]
+        c_vecs = np.frombuffer(b"".join(bytes(e) for _, e in chunk), dtype="<f4").reshape(len(chunk), index.DIM)
+        dist = 1.0 - c_vecs @ r_vecs.T  # (C, R) cosine distance: vectors are unit length
+        nearest = dist.argmin(axis=1)  # (C,)
+        for row, (pk, _) in enumerate(chunk):
+            d = float(max(dist[row, nearest[row]], 0.0))
+            if d < threshold:
+                flagged.append((pk, int(r_pks[nearest[row]]), d))
+    if not flagged:
+        return []
+    matches = Image.objects.in_bulk([m for _, m, _ in flagged])
+    done = []
+    with transaction.atomic():
+        for pk, match_pk, d in flagged:
+            match = matches[match_pk]
+            reason = f"Cosine distance {d:.4f} to rejected image “{match.original_name}” (#{match.pk})"
+            if match.moderation_note:
+                reason += f", rejected for: {match.moderation_note}"
+            n = Image.objects.filter(pk=pk, moderation_state=ModerationState.PENDING, flagged=False).update(
+                flagged=True, flag_reason=reason, flag_match=match, flag_distance=d
+            )
+            if n:
+                ModerationEvent.objects.create(
+                    image_id=pk, actor=None, from_state=ModerationState.PENDING, to_state=ModerationState.PENDING,
+                    reason=f"Auto-flagged: {reason}.",
+                )
+                done.append(pk)
+    if done:
+        logger.info("gallery %s: auto-flagged %d image(s) resembling rejected ones", gallery_id, len(done))
+    return done
 
 
 # --- Embedding (worker side) ------------------------------------------------
@@ -338,6 +447,7 @@ def images_embed(*, image_ids):
     SystemNotice.objects.filter(key=WEIGHTS_NOTICE).delete()
     for gallery_id in {img.gallery_id for img in images}:
         gallery_mark_dirty(gallery_id=gallery_id)
+        images_autoflag(gallery_id=gallery_id, image_ids=[img.pk for img in images if img.gallery_id == gallery_id])
     return done
 
 

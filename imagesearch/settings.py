@@ -238,6 +238,11 @@ IMAGESEARCH_MAX_K = 100
 IMAGESEARCH_MODERATION = env_str("IMAGESEARCH_MODERATION", "post").lower()
 if IMAGESEARCH_MODERATION not in {"pre", "post"}:
     raise ImproperlyConfigured("IMAGESEARCH_MODERATION must be 'pre' or 'post'.")
+# Auto-flag a new image whose cosine distance (0..2) to a rejected image of the same
+# gallery is below this; 0 turns auto-flagging off. Near-duplicates lie well under 0.05.
+IMAGESEARCH_AUTOFLAG_DISTANCE = env_float("IMAGESEARCH_AUTOFLAG_DISTANCE", 0.0, minimum=0.0)
+if IMAGESEARCH_AUTOFLAG_DISTANCE > 2.0:
+    raise ImproperlyConfigured("IMAGESEARCH_AUTOFLAG_DISTANCE is a cosine distance: 0 (off) .. 2.")
 
 # --- Celery -----------------------------------------------------------------
 
