@@ -1,19 +1,38 @@
+"""The staff's tools: the moderation queue, image and gallery admin.
+
+Every moderation decision goes through services.image_moderate (audited), every
+deletion through services.image_delete / gallery_delete (stored files go too).
+"""
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.db.models import Count, Q
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from gallery import selectors, services
-from gallery.models import EmbeddingState, Gallery, Image, IndexBuild, ModerationEvent, ModerationState, SystemNotice
+from gallery.models import (
+    EmbeddingState,
+    Gallery,
+    Image,
+    IndexBuild,
+    ModerationEvent,
+    ModerationQueueItem,
+    ModerationState,
+    SystemNotice,
+)
+
+DEFAULT_REJECT_REASON = "Rejected by staff."
 
 
 def _thumb(image, size=80):
     if not image.thumbnail:
         return "—"
     return format_html(
-        '<img src="{}" alt="{}" style="max-width:{}px;max-height:{}px;border-radius:3px">',
+        '<img src="{}" alt="{}" loading="lazy" style="max-width:{}px;max-height:{}px;border-radius:3px">',
         reverse("image_thumb", args=[image.pk]),
         image.original_name,
         size,
@@ -25,78 +44,222 @@ class ModerationEventInline(admin.TabularInline):
     model = ModerationEvent
     extra = 0
     can_delete = False
-    fields = ("created_at", "actor", "from_state", "to_state", "reason")
+    verbose_name = "moderation decision"
+    verbose_name_plural = "moderation history"
+    fields = ("created_at", "by", "from_state", "to_state", "reason")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="By")
+    def by(self, obj):
+        return obj.actor.get_username() if obj.actor else "automatic"
 
 
 class ImageActionForm(ActionForm):
     reason = forms.CharField(required=False, label="Reason (for reject)", max_length=500)
 
 
+class FlaggedFilter(admin.SimpleListFilter):
+    title = "auto-flag"
+    parameter_name = "flagged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Flagged: resembles a rejected image"), ("no", "Not flagged")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(flagged=True)
+        if self.value() == "no":
+            return queryset.filter(flagged=False)
+        return queryset
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     action_form = ImageActionForm
-    list_display = ("thumb", "original_name", "gallery", "moderation_state", "embedding_state", "created_at")
+    change_form_template = "admin/gallery/image_change_form.html"
+    list_display = (
+        "thumb", "original_name", "gallery", "owner", "moderation_state", "flag", "embedding_state", "created_at",
+    )
     list_display_links = ("thumb", "original_name")
-    list_filter = ("moderation_state", "embedding_state", "gallery", "gallery__owner", "created_at")
+    list_filter = (
+        "moderation_state", FlaggedFilter, "embedding_state", "gallery", "gallery__owner", "created_at",
+    )
     search_fields = ("original_name", "gallery__title", "gallery__owner__username", "sha256")
-    list_select_related = ("gallery",)
-    ordering = ("created_at",)  # oldest first: the moderation queue order
+    list_select_related = ("gallery", "gallery__owner")
+    ordering = ("created_at", "id")  # oldest first: the moderation queue order
     date_hierarchy = "created_at"
-    actions = ("approve", "reject", "retry_embedding", "reembed")
+    list_per_page = 50
+    actions = ("approve", "reject", "retry_embedding", "reembed", "delete_selected")
     inlines = (ModerationEventInline,)
     readonly_fields = (
-        "preview", "gallery", "original_name", "sha256", "width", "height", "byte_size", "content_type", "uploader",
-        "created_at", "embedding_state", "embedding_error", "embedding_version", "embedded_at", "attempts",
-        "moderation_state", "moderated_by", "moderated_at", "rejected_neighbours",
+        "preview", "moderation_state", "moderation_note", "moderated_by", "moderated_at", "flag_details",
+        "rejected_neighbours", "gallery", "owner", "original_name", "sha256", "width", "height", "byte_size",
+        "content_type", "uploader", "created_at", "embedding_state", "embedding_error", "embedding_version",
+        "embedded_at", "attempts",
     )
-    fields = readonly_fields[:1] + ("moderation_note",) + readonly_fields[1:]
+    fieldsets = (
+        (None, {"fields": ("preview",)}),
+        ("Moderation", {"fields": (
+            "moderation_state", "moderation_note", "moderated_by", "moderated_at", "flag_details", "rejected_neighbours",
+        )}),
+        ("Image", {"fields": (
+            "gallery", "owner", "original_name", "uploader", "created_at", "width", "height", "byte_size",
+            "content_type", "sha256",
+        )}),
+        ("Embedding", {"fields": (
+            "embedding_state", "embedding_error", "embedding_version", "embedded_at", "attempts",
+        )}),
+    )
 
     def has_add_permission(self, request):
         return False  # images arrive through uploads, which validate and embed them
+
+    # --- Columns and read-only fields ---
 
     @admin.display(description="Image")
     def thumb(self, obj):
         return _thumb(obj)
 
+    @admin.display(description="Owner", ordering="gallery__owner__username")
+    def owner(self, obj):
+        return obj.gallery.owner
+
+    @admin.display(description="Auto-flag", ordering="-flagged")
+    def flag(self, obj):
+        if not obj.flagged:
+            return ""
+        return format_html('<span title="{}" style="color:#b00020">⚑ {}</span>', obj.flag_reason, obj.flag_reason)
+
+    @admin.display(description="Auto-flag")
+    def flag_details(self, obj):
+        if not obj.flagged:
+            return "Not flagged."
+        if obj.flag_match_id is None:
+            return obj.flag_reason
+        return format_html(
+            '{}<br><a href="{}">{}</a>',
+            obj.flag_reason,
+            reverse("admin:gallery_image_change", args=[obj.flag_match_id]),
+            _thumb(obj.flag_match, 120) if obj.flag_match else "the rejected image",
+        )
+
     @admin.display(description="Preview")
     def preview(self, obj):
         return format_html(
-            '<a href="{}"><img src="{}" alt="{}" style="max-width:480px;max-height:480px"></a>',
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
+            'style="max-width:min(100%,900px);max-height:720px;background:#eee"></a>'
+            '<div class="help">{} × {} px. Click for the original.</div>',
             reverse("image_file", args=[obj.pk]),
             reverse("image_file", args=[obj.pk]),
             obj.original_name,
+            obj.width,
+            obj.height,
         )
 
     @admin.display(description="Nearest rejected images")
     def rejected_neighbours(self, obj):
         near = selectors.rejected_neighbours(image=obj)
         if not near:
-            return "None."
+            return "No rejected image of this gallery to compare with."
         return format_html_join(
-            "", '<div><a href="{}">{}</a> distance {}</div>',
-            ((reverse("admin:gallery_image_change", args=[m.image.pk]), _thumb(m.image, 60), f"{m.distance:.4f}") for m in near),
+            "",
+            '<div style="display:inline-block;margin:0 12px 8px 0;text-align:center">'
+            '<a href="{}">{}</a><br>distance {}<br><small>{}</small></div>',
+            (
+                (
+                    reverse("admin:gallery_image_change", args=[m.image.pk]),
+                    _thumb(m.image, 120),
+                    f"{m.distance:.4f}",
+                    m.image.moderation_note or "",
+                )
+                for m in near
+            ),
         )
 
+    # --- Moderation from the change page ---
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_moderate"
+        return [
+            path("<path:object_id>/moderate/", self.admin_site.admin_view(self.moderate_view), name=name),
+        ] + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        extra_context.update(
+            moderate_url=reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_moderate", args=[object_id]),
+            queue_count=Image.objects.filter(moderation_state=ModerationState.PENDING).count(),
+            default_reject_reason=DEFAULT_REJECT_REASON,
+            # Every field is read-only: decisions go through the moderation form above.
+            show_save=False,
+            show_save_and_continue=False,
+            show_save_and_add_another=False,
+        )
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
-        # The note field is edited here; decisions go through the actions so they are audited.
-        Image.objects.filter(pk=obj.pk).update(moderation_note=obj.moderation_note)
+        # Nothing here is editable; a full save() could overwrite the worker's embedding write.
+        pass
+
+    @staticmethod
+    def next_in_queue(*, after):
+        """Return the oldest pending image other than `after`, or None."""
+        return (
+            Image.objects.filter(moderation_state=ModerationState.PENDING)
+            .exclude(pk=after.pk)
+            .order_by("created_at", "id")
+            .first()
+        )
+
+    def moderate_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        image = self.get_object(request, object_id)
+        if image is None:
+            raise Http404("No such image.")
+        if not self.has_change_permission(request, image):
+            raise PermissionDenied
+        decision = request.POST.get("decision")
+        if decision == "approve":
+            services.image_moderate(image=image, actor=request.user, state=ModerationState.APPROVED)
+            self.message_user(request, f"“{image.original_name}” approved.", messages.SUCCESS)
+        elif decision == "reject":
+            reason = request.POST.get("reason", "").strip()[:500] or DEFAULT_REJECT_REASON
+            services.image_moderate(image=image, actor=request.user, state=ModerationState.REJECTED, reason=reason)
+            self.message_user(request, f"“{image.original_name}” rejected: {reason}", messages.SUCCESS)
+        else:
+            self.message_user(request, "Choose approve or reject.", messages.ERROR)
+            return HttpResponseRedirect(self._change_url(image))
+        if request.POST.get("next"):
+            following = self.next_in_queue(after=image)
+            if following is None:
+                self.message_user(request, "The moderation queue is empty.", messages.INFO)
+                return HttpResponseRedirect(reverse("admin:gallery_moderationqueueitem_changelist"))
+            return HttpResponseRedirect(reverse("admin:gallery_moderationqueueitem_change", args=[following.pk]))
+        return HttpResponseRedirect(self._change_url(image))
+
+    def _change_url(self, image):
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[image.pk])
+
+    # --- Bulk actions ---
 
     def _moderate(self, request, queryset, state, reason=""):
-        for image in queryset:
-            services.image_moderate(image=image, actor=request.user, state=state, reason=reason)
-        self.message_user(request, f"{queryset.count()} image(s) marked {state}.", messages.SUCCESS)
+        n = services.images_moderate(images=queryset, actor=request.user, state=state, reason=reason)
+        self.message_user(request, f"{n} image(s) marked {state}.", messages.SUCCESS)
 
     @admin.action(description="Approve selected images", permissions=["change"])
     def approve(self, request, queryset):
         self._moderate(request, queryset, ModerationState.APPROVED)
 
-    @admin.action(description="Reject selected images", permissions=["change"])
+    @admin.action(description="Reject selected images (with the reason above)", permissions=["change"])
     def reject(self, request, queryset):
-        reason = request.POST.get("reason", "").strip() or "Rejected by staff."
+        reason = request.POST.get("reason", "").strip()[:500] or DEFAULT_REJECT_REASON
         self._moderate(request, queryset, ModerationState.REJECTED, reason)
 
     @admin.action(description="Retry failed embeddings", permissions=["change"])
@@ -109,25 +272,71 @@ class ImageAdmin(admin.ModelAdmin):
         n = services.images_reembed(images=queryset)
         self.message_user(request, f"{n} image(s) queued for embedding.", messages.SUCCESS)
 
+    def delete_model(self, request, obj):
+        services.image_delete(image=obj)
+
+    def delete_queryset(self, request, queryset):
+        services.images_delete(images=queryset)
+
+
+@admin.register(ModerationQueueItem)
+class ModerationQueueAdmin(ImageAdmin):
+    """Pending images, oldest first: what a moderator works through."""
+
+    list_display = ("thumb", "original_name", "gallery", "owner", "flag", "embedding_state", "created_at")
+    list_filter = (FlaggedFilter, "embedding_state", "gallery", "gallery__owner", "created_at")
+    actions = ("approve", "reject", "delete_selected")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(moderation_state=ModerationState.PENDING)
+
+
+def _latest_build(field):
+    return Subquery(
+        IndexBuild.objects.filter(gallery=OuterRef("pk"), status=IndexBuild.Status.READY)
+        .order_by("-version")
+        .values(field)[:1]
+    )
+
 
 @admin.register(Gallery)
 class GalleryAdmin(admin.ModelAdmin):
-    list_display = ("title", "owner", "visibility", "n_images", "n_ready", "n_failed", "n_rejected", "index_status")
+    change_form_template = "admin/gallery/gallery_change_form.html"
+    list_display = (
+        "title", "owner", "visibility", "n_images", "n_pending", "n_approved", "n_rejected", "n_flagged",
+        "n_waiting", "n_ready", "n_failed", "index_version", "index_items", "index_built_at", "index_stale",
+    )
     list_filter = ("visibility", "index_dirty")
     search_fields = ("title", "slug", "owner__username")
+    list_select_related = ("owner",)
     prepopulated_fields = {"slug": ("title",)}
-    actions = ("rebuild_now",)
+    actions = ("rebuild_now", "delete_selected")
+    readonly_fields = ("image_counts", "index_status", "created_at", "updated_at")
+    fields = ("title", "slug", "owner", "visibility", "description", "image_counts", "index_status", "created_at", "updated_at")
 
     def get_queryset(self, request):
+        images = "images__"
         return (
             super()
             .get_queryset(request)
-            .select_related("owner")
             .annotate(
                 n_images=Count("images"),
-                n_ready=Count("images", filter=Q(images__embedding_state=EmbeddingState.READY)),
-                n_failed=Count("images", filter=Q(images__embedding_state=EmbeddingState.FAILED)),
-                n_rejected=Count("images", filter=Q(images__moderation_state=ModerationState.REJECTED)),
+                n_pending=Count("images", filter=Q(**{images + "moderation_state": ModerationState.PENDING})),
+                n_approved=Count("images", filter=Q(**{images + "moderation_state": ModerationState.APPROVED})),
+                n_rejected=Count("images", filter=Q(**{images + "moderation_state": ModerationState.REJECTED})),
+                n_flagged=Count(
+                    "images",
+                    filter=Q(**{images + "flagged": True, images + "moderation_state": ModerationState.PENDING}),
+                ),
+                n_waiting=Count(
+                    "images",
+                    filter=Q(**{images + "embedding_state__in": [EmbeddingState.PENDING, EmbeddingState.PROCESSING]}),
+                ),
+                n_ready=Count("images", filter=Q(**{images + "embedding_state": EmbeddingState.READY})),
+                n_failed=Count("images", filter=Q(**{images + "embedding_state": EmbeddingState.FAILED})),
+                index_version=_latest_build("version"),
+                index_items=_latest_build("item_count"),
+                index_built_at=_latest_build("built_at"),
             )
         )
 
@@ -135,34 +344,107 @@ class GalleryAdmin(admin.ModelAdmin):
     def n_images(self, obj):
         return obj.n_images
 
-    @admin.display(description="Ready")
-    def n_ready(self, obj):
-        return obj.n_ready
+    @admin.display(description="Pending review", ordering="n_pending")
+    def n_pending(self, obj):
+        return obj.n_pending
 
-    @admin.display(description="Failed")
-    def n_failed(self, obj):
-        return obj.n_failed
+    @admin.display(description="Approved", ordering="n_approved")
+    def n_approved(self, obj):
+        return obj.n_approved
 
-    @admin.display(description="Rejected")
+    @admin.display(description="Rejected", ordering="n_rejected")
     def n_rejected(self, obj):
         return obj.n_rejected
 
-    @admin.display(description="Index")
-    def index_status(self, obj):
-        build = obj.current_build()
-        if build is None:
-            return "not built" + (" (stale)" if obj.index_dirty else "")
-        return f"v{build.version}, {build.item_count} items, {build.built_at:%Y-%m-%d %H:%M}" + (
-            " (stale)" if obj.index_dirty else ""
+    @admin.display(description="Flagged", ordering="n_flagged")
+    def n_flagged(self, obj):
+        return obj.n_flagged
+
+    @admin.display(description="Embedding", ordering="n_waiting")
+    def n_waiting(self, obj):
+        return obj.n_waiting
+
+    @admin.display(description="Embedded", ordering="n_ready")
+    def n_ready(self, obj):
+        return obj.n_ready
+
+    @admin.display(description="Failed", ordering="n_failed")
+    def n_failed(self, obj):
+        return obj.n_failed
+
+    @admin.display(description="Index version", ordering="index_version")
+    def index_version(self, obj):
+        return f"v{obj.index_version}" if obj.index_version else "not built"
+
+    @admin.display(description="Indexed items", ordering="index_items")
+    def index_items(self, obj):
+        return obj.index_items if obj.index_version else 0
+
+    @admin.display(description="Built", ordering="index_built_at")
+    def index_built_at(self, obj):
+        return obj.index_built_at or "—"
+
+    @admin.display(description="Index stale", boolean=True, ordering="index_dirty")
+    def index_stale(self, obj):
+        return obj.index_dirty
+
+    @admin.display(description="Images by state")
+    def image_counts(self, obj):
+        if getattr(obj, "n_images", None) is None:
+            return "—"  # the add page: nothing to count
+        row = obj  # get_object() used the annotated get_queryset()
+        return format_html(
+            "{} images: {} pending review ({} auto-flagged), {} approved, {} rejected; "
+            "{} being embedded, {} embedded, {} failed.",
+            row.n_images, row.n_pending, row.n_flagged, row.n_approved, row.n_rejected,
+            row.n_waiting, row.n_ready, row.n_failed,
         )
 
-    @admin.action(description="Rebuild index now")
-    def rebuild_now(self, request, queryset):
-        from gallery import tasks
+    @admin.display(description="Index")
+    def index_status(self, obj):
+        if obj.pk is None:
+            return "—"
+        status = selectors.gallery_status(gallery=obj)["index"]
+        if status["version"] is None:
+            text = "Not built yet"
+        else:
+            text = f"Version {status['version']}, {status['items']} items, built {status['built_at']}"
+        return text + (" — stale: a rebuild is due." if status["stale"] else " — up to date.")
 
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/rebuild-index/",
+                self.admin_site.admin_view(self.rebuild_view),
+                name="gallery_gallery_rebuild_index",
+            ),
+        ] + super().get_urls()
+
+    def rebuild_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        gallery = self.get_object(request, object_id)
+        if gallery is None:
+            raise Http404("No such gallery.")
+        if not self.has_change_permission(request, gallery):
+            raise PermissionDenied
+        services.gallery_rebuild_request(gallery_id=gallery.pk)
+        self.message_user(request, f"Index rebuild of “{gallery.title}” queued.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:gallery_gallery_change", args=[gallery.pk]))
+
+    @admin.action(description="Rebuild index now", permissions=["change"])
+    def rebuild_now(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        for gallery_id in ids:
+            services.gallery_rebuild_request(gallery_id=gallery_id)
+        self.message_user(request, f"Index rebuild queued for {len(ids)} gallery(ies).", messages.SUCCESS)
+
+    def delete_model(self, request, obj):
+        services.gallery_delete(gallery=obj)
+
+    def delete_queryset(self, request, queryset):
         for gallery in queryset:
-            tasks.rebuild_index.delay(gallery.pk)
-        self.message_user(request, f"Rebuild queued for {queryset.count()} gallery(ies).", messages.SUCCESS)
+            services.gallery_delete(gallery=gallery)
 
 
 @admin.register(IndexBuild)
