@@ -109,9 +109,12 @@ def reconcile_stuck_images():
 @worker_ready.connect
 def load_model_at_start(sender, **kwargs):
     """Load VGG16 as a solo-pool embed worker starts, so a weights problem shows at once."""
-    consumer = getattr(sender, "consumer", None)
-    queues = {q.name for q in consumer.task_consumer.queues} if consumer and consumer.task_consumer else set()
-    if "embed" not in queues or sender.pool_cls.__module__.split(".")[-1] != "solo":
+    # The sender is the worker's consumer; with a prefork pool the model must
+    # load in the child processes (TensorFlow does not survive a fork), so only
+    # a solo-pool worker loads it here.
+    task_consumer = getattr(sender, "task_consumer", None)
+    queues = {q.name for q in task_consumer.queues} if task_consumer is not None else set()
+    if "embed" not in queues or type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.solo":
         return
     from gallery import embeddings
     from gallery.models import SystemNotice
