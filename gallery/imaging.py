@@ -39,33 +39,56 @@ class ImageInfo:
     height: int
 
 
+# An image this narrow is a line, not a picture: its thumbnail and its 224x224
+# model input would be meaningless smears. Panoramas (up to ~10:1) pass.
+MAX_ASPECT_RATIO = 100
+# EXIF orientations that swap width and height (rotated by 90 or 270 degrees).
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+_TEXT_STARTS = (b"<", b"{", b"[")
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")  # UTF-8 BOM and white space
+    return head.startswith(_TEXT_STARTS) or (bool(head) and all(32 <= b < 127 or b in b"\t\r\n" for b in head))
+
+
 def inspect(data: bytes, max_pixels: int) -> ImageInfo:
     """Check that `data` is a complete, decodable image of an accepted type and return its facts.
 
-    Raises InvalidImage with a reason a person can read.
+    Only the parsers of accepted formats are tried, so other formats (SVG,
+    PDF, EPS, PSD...) never reach a decoder. Width and height are as shown:
+    after the EXIF orientation. Raises InvalidImage with a reason a person can read.
     """
     if not data:
         raise InvalidImage("The file is empty.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as img:
+            with PILImage.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as img:
                 fmt = img.format
                 width, height = img.size
-                if fmt not in ACCEPTED_FORMATS:
-                    raise InvalidImage(
-                        f"{fmt or 'This'} files are not supported; use JPEG, PNG, GIF, WebP, TIFF or BMP."
-                    )
                 if width < 1 or height < 1:
                     raise InvalidImage("The image has no pixels.")
                 if width * height > max_pixels:
                     raise InvalidImage(
                         f"The image is {width}x{height} pixels; the limit is {max_pixels // 1_000_000} megapixels."
                     )
+                if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                    raise InvalidImage(
+                        f"The image is {width}x{height} pixels; one side may be at most "
+                        f"{MAX_ASPECT_RATIO} times the other."
+                    )
                 img.load()  # decodes the whole first frame: catches truncated files
+                if img.getexif().get(0x0112) in _TRANSPOSED_ORIENTATIONS:
+                    width, height = height, width
     except InvalidImage:
         raise
     except UnidentifiedImageError:
+        if _looks_like_text(data):
+            raise InvalidImage(
+                "This is a text document (HTML, SVG, XML or plain text), not an image; "
+                "use JPEG, PNG, GIF, WebP, TIFF or BMP."
+            ) from None
         raise InvalidImage("This file is not an image (or not one of JPEG, PNG, GIF, WebP, TIFF, BMP).") from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidImage("The image declares an enormous size (a decompression bomb) and was refused.") from None

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "gallery.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -209,6 +210,9 @@ IMAGESEARCH_MAX_UPLOAD_BYTES = env_int("IMAGESEARCH_MAX_UPLOAD_MB", 25, minimum=
 IMAGESEARCH_MAX_FILES_PER_REQUEST = env_int("IMAGESEARCH_MAX_FILES_PER_REQUEST", 100, minimum=1)
 IMAGESEARCH_MAX_PIXELS = env_int("IMAGESEARCH_MAX_PIXELS", 80_000_000, minimum=1_000_000)
 DATA_UPLOAD_MAX_NUMBER_FILES = IMAGESEARCH_MAX_FILES_PER_REQUEST
+# Django bounds neither the body of a file upload nor its temporary files:
+# a request declaring more than this is refused before its body is read (413).
+IMAGESEARCH_MAX_REQUEST_BYTES = env_int("IMAGESEARCH_MAX_REQUEST_MB", 256, minimum=1) * 1024 * 1024
 # Whole-request ceiling; the per-file limit is checked per file with a clear message.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -300,4 +304,6 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY", False) else None
