@@ -1,126 +1,326 @@
-// Progressive enhancement: every form works without this file.
+// Progressive enhancement: every page and form works without this file.
+//
+// On the gallery page, uploads run in this page (XHR, three files at a time)
+// and the rest of the page is kept alive around them: the grid's pages, its
+// state badges and the failed list are fetched and swapped in place, and a
+// link that would leave the page opens in a new tab while files are still
+// being sent. So a person keeps browsing the gallery while a large drop uploads.
 (function () {
   "use strict";
 
+  var $ = function (sel, root) { return (root || document).querySelector(sel); };
+  var $$ = function (sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); };
+
   function csrfToken(form) {
-    var input = form.querySelector("input[name=csrfmiddlewaretoken]");
+    var input = $("input[name=csrfmiddlewaretoken]", form);
     return input ? input.value : "";
   }
 
-  // --- Drag and drop onto any .dropzone form --------------------------------
-  document.querySelectorAll(".dropzone").forEach(function (zone) {
-    var input = zone.querySelector("input[type=file]");
-    ["dragenter", "dragover"].forEach(function (ev) {
-      zone.addEventListener(ev, function (e) { e.preventDefault(); zone.classList.add("dragover"); });
-    });
-    ["dragleave", "drop"].forEach(function (ev) {
-      zone.addEventListener(ev, function (e) { e.preventDefault(); zone.classList.remove("dragover"); });
-    });
-    zone.addEventListener("drop", function (e) {
-      if (!e.dataTransfer || !e.dataTransfer.files.length) return;
-      if (zone.id === "upload-form") {
-        uploadFiles(zone, Array.prototype.slice.call(e.dataTransfer.files));
-      } else {
-        input.files = e.dataTransfer.files;
-        zone.submit();
-      }
-    });
+  function fmtBytes(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return Math.round(n / 1024) + " KB";
+    return (n / 1048576).toFixed(1) + " MB";
+  }
+
+  function fmtEta(s) {
+    if (s === null || s === undefined) return "working…";
+    if (s < 90) return "about " + s + " s left";
+    if (s < 5400) return "about " + Math.round(s / 60) + " min left";
+    return "about " + (s / 3600).toFixed(1) + " h left";
+  }
+
+  // Selects marked data-autosubmit apply at once (a button is there without JS).
+  $$("select[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () { select.form.submit(); });
   });
 
   // --- Uploads: one request per file, three at a time, each with progress ---
   var uploadForm = document.getElementById("upload-form");
-  if (uploadForm) {
-    uploadForm.addEventListener("submit", function (e) {
-      var input = document.getElementById("upload-input");
-      if (!input.files.length) return;
-      e.preventDefault();
-      uploadFiles(uploadForm, Array.prototype.slice.call(input.files));
-      input.value = "";
+  var uploadInput = document.getElementById("upload-input");
+  var activeUploads = 0;
+  var totals = { files: 0, finished: 0, added: 0, duplicate: 0, rejected: 0 };
+
+  function updateSummary() {
+    var box = document.getElementById("upload-summary");
+    if (!box) return;
+    box.hidden = false;
+    var parts = [totals.added + " added", totals.duplicate + " duplicate" + (totals.duplicate === 1 ? "" : "s"), totals.rejected + " rejected"];
+    if (totals.finished < totals.files) {
+      box.textContent = "Uploading " + (totals.finished + 1) + " of " + totals.files + "… (" + parts.join(", ") +
+        "). You can keep browsing this gallery; links open in a new tab until the uploads finish.";
+    } else {
+      box.textContent = totals.files + " file" + (totals.files === 1 ? "" : "s") + " sent: " + parts.join(", ") + ".";
+    }
+  }
+
+  function makeItem(file, list) {
+    var li = document.createElement("li");
+    li.className = "upload-item";
+    var name = document.createElement("span");
+    name.className = "file-name";
+    name.textContent = file.name;
+    name.title = file.name;
+    var size = document.createElement("span");
+    size.className = "file-size";
+    size.textContent = fmtBytes(file.size);
+    var bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-label", "Upload of " + file.name);
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", "0");
+    var fill = document.createElement("span");
+    bar.appendChild(fill);
+    var result = document.createElement("span");
+    result.className = "result";
+    result.setAttribute("aria-live", "polite");
+    result.textContent = "Waiting…";
+    li.appendChild(name); li.appendChild(size); li.appendChild(bar); li.appendChild(result);
+    list.insertBefore(li, list.firstChild);
+    return {
+      file: file, li: li, result: result,
+      progress: function (pct) {
+        fill.style.width = pct + "%";
+        bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+      }
+    };
+  }
+
+  function finishItem(item, r) {
+    item.progress(100);
+    item.li.classList.add(r.status);
+    item.li.dataset.status = r.status;
+    item.result.textContent = "";
+    var label = { added: "Uploaded", duplicate: "Duplicate", rejected: "Rejected" }[r.status] || r.status;
+    if (r.url) {
+      var a = document.createElement("a");
+      a.href = r.url;
+      a.textContent = label;
+      item.result.appendChild(a);
+    } else {
+      item.result.appendChild(document.createTextNode(label));
+    }
+    if (r.message) item.result.appendChild(document.createTextNode(": " + r.message));
+    totals.finished++;
+    totals[r.status] = (totals[r.status] || 0) + 1;
+    updateSummary();
+  }
+
+  function send(item, form) {
+    return new Promise(function (resolve) {
+      var max = uploadInput && parseInt(uploadInput.dataset.maxBytes || "0", 10);
+      if (max && item.file.size > max) {
+        // The server would refuse it too; say so without sending the bytes.
+        finishItem(item, { status: "rejected", message: "The file is too large (" + fmtBytes(item.file.size) + "; the limit is " + fmtBytes(max) + ")." });
+        return resolve();
+      }
+      item.result.textContent = "Uploading…";
+      var xhr = new XMLHttpRequest();
+      var data = new FormData();
+      data.append("images", item.file, item.file.name);
+      xhr.open("POST", form.action);
+      xhr.setRequestHeader("X-CSRFToken", csrfToken(form));
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = function (e) { if (e.lengthComputable) item.progress(95 * e.loaded / e.total); };
+      xhr.onload = function () {
+        var body = null, r = null;
+        try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+        if (body && body.results && body.results.length) r = body.results[0];
+        else if (xhr.status === 413) r = { status: "rejected", message: (body && body.error) || "The file is too large for this server." };
+        else r = { status: "rejected", message: (body && body.error) || "The server answered " + xhr.status + "; the file was not saved." };
+        finishItem(item, r);
+        resolve();
+      };
+      xhr.onerror = function () {
+        finishItem(item, { status: "rejected", message: "Network error: the file was not uploaded." });
+        resolve();
+      };
+      xhr.send(data);
     });
   }
 
   function uploadFiles(form, files) {
     var list = document.getElementById("upload-list");
-    var queue = files.map(function (file) {
-      var li = document.createElement("li");
-      var name = document.createElement("span");
-      name.textContent = file.name;
-      var bar = document.createElement("progress");
-      bar.max = 100; bar.value = 0;
-      bar.setAttribute("aria-label", "Upload progress of " + file.name);
-      var result = document.createElement("span");
-      result.className = "result";
-      li.appendChild(name); li.appendChild(bar); li.appendChild(result);
-      list.appendChild(li);
-      return { file: file, bar: bar, result: result };
-    });
-    var active = 0;
+    var queue = files.map(function (f) { return makeItem(f, list); });
+    totals.files += queue.length;
+    activeUploads += queue.length;
+    updateSummary();
+    var running = 0;
     function next() {
-      while (active < 3 && queue.length) {
-        active++;
-        send(queue.shift()).then(function () { active--; next(); if (!active && !queue.length) pollStatus(true); });
+      while (running < 3 && queue.length) {
+        running++;
+        send(queue.shift(), form).then(function () {
+          running--; activeUploads--;
+          status.kick();
+          next();
+        });
       }
-    }
-    function send(item) {
-      return new Promise(function (resolve) {
-        var xhr = new XMLHttpRequest();
-        var data = new FormData();
-        data.append("images", item.file, item.file.name);
-        xhr.open("POST", form.action);
-        xhr.setRequestHeader("X-CSRFToken", csrfToken(form));
-        xhr.setRequestHeader("Accept", "application/json");
-        xhr.upload.onprogress = function (e) { if (e.lengthComputable) item.bar.value = 100 * e.loaded / e.total; };
-        xhr.onload = function () {
-          item.bar.value = 100;
-          var r = null;
-          try { r = JSON.parse(xhr.responseText).results[0]; } catch (err) { r = null; }
-          if (xhr.status === 413) r = { status: "rejected", message: "The file is too large." };
-          if (!r) r = { status: "rejected", message: "The server answered " + xhr.status + "." };
-          item.result.className = "result " + r.status;
-          item.result.textContent = r.status === "added" ? "Uploaded" : (r.status === "duplicate" ? "Duplicate: " : "Rejected: ") + r.message;
-          pollStatus(false);
-          resolve();
-        };
-        xhr.onerror = function () {
-          item.result.className = "result rejected";
-          item.result.textContent = "Network error: not uploaded.";
-          resolve();
-        };
-        xhr.send(data);
-      });
     }
     next();
   }
 
-  // --- Live embedding progress ----------------------------------------------
-  var statusBox = document.getElementById("status");
-  var timer = null;
-  function fmtEta(s) {
-    if (s === null || s === undefined) return "";
-    if (s < 90) return " · about " + s + " s left";
-    return " · about " + Math.round(s / 60) + " min left";
+  if (uploadForm) {
+    uploadForm.addEventListener("submit", function (e) {
+      if (!uploadInput.files.length) return;
+      e.preventDefault();
+      uploadFiles(uploadForm, Array.prototype.slice.call(uploadInput.files));
+      uploadInput.value = "";
+    });
+    uploadInput.addEventListener("change", function () {
+      if (!uploadInput.files.length) return;
+      uploadFiles(uploadForm, Array.prototype.slice.call(uploadInput.files));
+      uploadInput.value = "";
+    });
   }
-  function pollStatus(reloadWhenDone) {
-    if (!statusBox) return;
-    fetch(statusBox.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-      .then(function (r) { return r.json(); })
-      .then(function (s) {
-        var bar = document.getElementById("status-bar");
-        bar.max = Math.max(s.total, 1); bar.value = s.done;
-        document.getElementById("status-text").textContent =
-          s.counts.ready + " ready · " + s.remaining + " waiting · " + s.counts.failed + " failed" +
-          (s.images_per_second ? " · " + s.images_per_second + " images/s" : "") + fmtEta(s.eta_seconds);
-        clearTimeout(timer);
-        if (s.remaining > 0) {
-          timer = setTimeout(function () { pollStatus(true); }, 2000);
-          statusBox.dataset.wasBusy = "1";
-        } else if (statusBox.dataset.wasBusy && reloadWhenDone) {
-          statusBox.dataset.wasBusy = "";
-          // Refresh the thumbnails' state badges once the work is done, unless an upload is running.
-          if (!document.querySelector("#upload-list progress:not([value='100'])")) window.location.reload();
+
+  // While files are being sent, leaving the page would cancel them.
+  window.addEventListener("beforeunload", function (e) {
+    if (activeUploads > 0) { e.preventDefault(); e.returnValue = ""; }
+  });
+  document.addEventListener("click", function (e) {
+    if (activeUploads <= 0 || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
+    var a = e.target.closest && e.target.closest("a[href]");
+    if (!a || a.hasAttribute("data-grid-nav") || a.getAttribute("href").charAt(0) === "#" || a.target) return;
+    e.preventDefault();
+    window.open(a.href, "_blank", "noopener");
+  });
+
+  // --- Search with an outside picture ---------------------------------------
+  var searchForm = document.getElementById("search-form");
+  function submitSearch() {
+    // Results replace this page, unless uploads are running: then they open in a new tab.
+    searchForm.target = activeUploads > 0 ? "_blank" : "";
+    searchForm.classList.add("busy-search");
+    searchForm.submit();
+  }
+  if (searchForm) {
+    var queryInput = document.getElementById("query-input");
+    queryInput.addEventListener("change", function () { if (queryInput.files.length) submitSearch(); });
+  }
+
+  // --- Drag and drop onto any .dropzone form --------------------------------
+  $$(".dropzone").forEach(function (zone) {
+    var depth = 0;
+    zone.addEventListener("dragenter", function (e) { e.preventDefault(); depth++; zone.classList.add("dragover"); });
+    zone.addEventListener("dragover", function (e) { e.preventDefault(); if (e.dataTransfer) e.dataTransfer.dropEffect = "copy"; });
+    zone.addEventListener("dragleave", function () { depth = Math.max(0, depth - 1); if (!depth) zone.classList.remove("dragover"); });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      depth = 0;
+      zone.classList.remove("dragover");
+      var files = e.dataTransfer && e.dataTransfer.files;
+      if (!files || !files.length) return;
+      if (zone.id === "upload-form") {
+        uploadFiles(zone, Array.prototype.slice.call(files));
+      } else {
+        $("input[type=file]", zone).files = files;
+        submitSearch();
+      }
+    });
+  });
+  // A file dropped beside a zone would make the browser navigate away to it.
+  if ($(".dropzone")) {
+    ["dragover", "drop"].forEach(function (ev) {
+      window.addEventListener(ev, function (e) { if (!e.target.closest || !e.target.closest(".dropzone")) e.preventDefault(); });
+    });
+  }
+
+  // --- The grid: pages and refreshes swapped in place -------------------------
+  var gridBusy = false;
+  function loadGrid(url, push, focus) {
+    var region = document.getElementById("grid-region");
+    if (!region || gridBusy) return Promise.resolve();
+    gridBusy = true;
+    region.classList.add("loading");
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        ["grid-region", "failed-region", "total-count"].forEach(function (id) {
+          var fresh = doc.getElementById(id), old = document.getElementById(id);
+          if (fresh && old) old.replaceWith(document.importNode(fresh, true));
+        });
+        if (push) history.pushState({ grid: true }, "", url);
+        if (focus) {
+          var heading = document.getElementById("grid-title");
+          var fresh = document.getElementById("grid-region");
+          fresh.scrollIntoView({ block: "start" });
+          if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
         }
       })
-      .catch(function () { timer = setTimeout(function () { pollStatus(reloadWhenDone); }, 5000); });
+      .catch(function () { if (push) window.location.href = url; })
+      .then(function () {
+        gridBusy = false;
+        var r = document.getElementById("grid-region");
+        if (r) r.classList.remove("loading");
+      });
   }
-  if (statusBox) pollStatus(false);
+  if (document.getElementById("grid-region")) {
+    document.addEventListener("click", function (e) {
+      var a = e.target.closest && e.target.closest("a[data-grid-nav]");
+      if (!a || e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+      e.preventDefault();
+      loadGrid(a.href, true, true);
+    });
+    window.addEventListener("popstate", function () { loadGrid(window.location.href, false, false); });
+  }
+
+  // --- Live embedding progress ----------------------------------------------
+  var status = (function () {
+    var box = document.getElementById("status");
+    var timer = null, lastDone = null, lastTotal = null, lastGridRefresh = 0;
+    if (!box) return { kick: function () {} };
+
+    function render(s) {
+      var fill = document.getElementById("status-fill");
+      var bar = document.getElementById("status-bar");
+      var pct = s.total ? 100 * s.done / s.total : 0;
+      fill.style.width = pct.toFixed(1) + "%";
+      bar.setAttribute("aria-valuemax", String(s.total));
+      bar.setAttribute("aria-valuenow", String(s.done));
+      $("[data-count=ready]", box).textContent = s.counts.ready;
+      $("[data-count=waiting]", box).textContent = s.remaining;
+      $("[data-count=failed]", box).textContent = s.counts.failed;
+      var eta = document.getElementById("status-eta");
+      if (s.remaining) {
+        eta.textContent = fmtEta(s.eta_seconds) + (s.images_per_second ? " · " + s.images_per_second + " images/s" : "");
+      } else {
+        eta.textContent = s.total ? "All images processed" : "Nothing to process yet";
+      }
+      var idx = document.getElementById("status-index");
+      idx.textContent = s.index.version
+        ? "index v" + s.index.version + " · " + s.index.items + " item" + (s.index.items === 1 ? "" : "s") + (s.index.stale ? " · refresh queued" : "")
+        : "index not built yet";
+      box.classList.toggle("busy", s.remaining > 0);
+    }
+
+    function maybeRefreshGrid(s, force) {
+      var changed = s.done !== lastDone || s.total !== lastTotal;
+      lastDone = s.done; lastTotal = s.total;
+      var now = Date.now();
+      if ((changed || force) && now - lastGridRefresh > 2500) {
+        lastGridRefresh = now;
+        loadGrid(window.location.href, false, false);
+      } else if (changed) {
+        lastDone = null; // not refreshed yet: refresh on a later poll
+      }
+    }
+
+    function poll() {
+      clearTimeout(timer);
+      timer = null;
+      fetch(box.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (s) {
+          var first = lastDone === null && lastTotal === null;
+          render(s);
+          if (first) { lastDone = s.done; lastTotal = s.total; } else maybeRefreshGrid(s, false);
+          if (s.remaining > 0 || activeUploads > 0 || s.index.stale) timer = setTimeout(poll, 2000);
+        })
+        .catch(function () { timer = setTimeout(poll, 5000); });
+    }
+    poll();
+    return { kick: function () { if (!timer) timer = setTimeout(poll, 300); else { clearTimeout(timer); timer = setTimeout(poll, 300); } } };
+  })();
 })();
