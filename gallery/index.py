@@ -1,18 +1,26 @@
 """The one module that imports Annoy and knows where index files live.
 
-One index per gallery and build version. Annoy ids must be dense ints, so item
-position i holds the image whose primary key is ids[i] (kept in a .ids.npy file
-beside the .ann file). Files are built into a temporary name and published with
-an atomic rename into IMAGESEARCH_INDEX_DIR, which is also a cache: the
-published copy lives in the storage backend (local disk or S3), so a web
-process on another host fetches it on first use.
+One index per gallery and build version, three files:
+  vNNNNNN.ann      the Annoy forest (angular metric)
+  vNNNNNN.ids.npy  (N,) int64, sorted: Annoy ids must be dense ints, so item
+                   position i holds the image whose primary key is ids[i]
+  vNNNNNN.vec.npy  (N, 512) float32 unit vectors, row i = position i: candidates
+                   are re-ranked by exact cosine distance from this memory-mapped
+                   copy, so a query needs no database round trip for vectors
+Files are built under temporary names and published with an atomic rename into
+IMAGESEARCH_INDEX_DIR, which is also a cache: the published copy lives in the
+storage backend (local disk or S3), so a web process on another host fetches it
+on first use. A version's files never change once published.
 
 Annoy mmaps a local file; that is why index files, alone among the product's
 files, are read from a local directory rather than through the storage API.
+Annoy can crash the process on a damaged file, so nothing is handed to it before
+the sizes and the checksum of all three files have been verified.
 """
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -31,9 +39,15 @@ logger = logging.getLogger(__name__)
 
 DIM = 512
 METRIC = "angular"
-# Past this many items the build streams to disk instead of holding the forest in RAM.
+# Past this many items the forest is built straight into its file (Annoy's
+# on_disk_build) instead of in RAM, so a rebuild's memory stays bounded.
 ON_DISK_BUILD_ITEMS = 200_000
 CACHE_SIZE = 16
+# A version whose files are missing is tried again after this long (it may be
+# still uploading, or storage may be down); a corrupt version never is: it is
+# immutable, and the rebuild it triggers gets a new version number.
+MISSING_RETRY_SECONDS = 30.0
+NPY_HEADER_MAX = 4096  # np.save headers are 128 bytes; anything bigger is garbage
 
 
 class IndexUnavailable(Exception):
@@ -49,81 +63,120 @@ class BuiltIndex:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class Ref:
+    """What the database knows about one published version (an IndexBuild row)."""
+
+    gallery_id: int
+    version: int
+    checksum: str
+    n_trees: int
+    item_count: int
+
+
 def n_trees_for(count):
     """Return the number of trees for `count` items: more trees, better recall, slower build."""
     if count < 10_000:
-        return 20
-    if count < 200_000:
+        return 16
+    if count < 500_000:
         return 32
-    return 48
+    return 40
 
 
-def search_k_for(n_trees, n):
-    """Return Annoy's search_k: how many nodes one query inspects."""
-    return n * n_trees * 4
+def search_k_for(n_trees, n, count):
+    """Return Annoy's search_k (how many item distances one query computes, roughly).
+
+    Recall depends on the share of the gallery inspected; sqrt growth keeps
+    recall@10 >= 0.98 on bench/search.py's clustered data from 10k to 1M items
+    while a query stays near a millisecond (see docs/benchmarks.md).
+    """
+    return max(n * n_trees, int(20 * math.sqrt(count)))
 
 
 def _local_dir(gallery_id):
     return Path(settings.IMAGESEARCH_INDEX_DIR) / str(gallery_id)
 
 
-def _names(gallery_id, version):
-    base = f"v{version:06d}"
-    local = _local_dir(gallery_id)
-    remote = f"indexes/{gallery_id}/{base}"
-    return local / f"{base}.ann", local / f"{base}.ids.npy", f"{remote}.ann", f"{remote}.ids.npy"
+SUFFIXES = (".ann", ".ids.npy", ".vec.npy")
 
 
-def _sha256(path):
+def _local_paths(gallery_id, version):
+    base = _local_dir(gallery_id) / f"v{version:06d}"
+    return tuple(Path(f"{base}{s}") for s in SUFFIXES)
+
+
+def _remote_names(gallery_id, version):
+    return tuple(f"indexes/{gallery_id}/v{version:06d}{s}" for s in SUFFIXES)
+
+
+def _checksum(paths):
+    """sha256 over the files' bytes in order (.ann, .ids.npy, .vec.npy)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
 def build(gallery_id, version, ids, vectors, seed=0):
     """Build and publish the index of one gallery version.
 
-    `ids` is an (N,) int64 array of image pks; `vectors` is (N, 512) float32.
+    `ids` is an (N,) int64 array of image pks; `vectors` is (N, 512) float32 of
+    unit length. The same inputs and seed give the same files (and checksum).
     Safe to run twice: a rebuild of the same version replaces the files atomically.
     """
     ids = np.asarray(ids, dtype=np.int64)  # (N,)
     vectors = np.asarray(vectors, dtype=np.float32)  # (N, 512)
     assert vectors.shape == (len(ids), DIM), vectors.shape
+    if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        order = np.argsort(ids, kind="stable")  # searchsorted needs sorted, unique pks
+        ids, vectors = ids[order], vectors[order]
+        assert np.all(ids[1:] > ids[:-1]), "duplicate image pks"
     local_dir = _local_dir(gallery_id)
     local_dir.mkdir(parents=True, exist_ok=True)
-    ann_path, ids_path, remote_ann, remote_ids = _names(gallery_id, version)
+    finals = _local_paths(gallery_id, version)
     n_trees = n_trees_for(len(ids))
+    on_disk = len(ids) > ON_DISK_BUILD_ITEMS
 
-    fd, tmp_ann = tempfile.mkstemp(dir=local_dir, suffix=".ann.tmp")
-    os.close(fd)
-    fd, tmp_ids = tempfile.mkstemp(dir=local_dir, suffix=".npy.tmp")
-    os.close(fd)
+    temps = []
+    for suffix in SUFFIXES:
+        fd, tmp = tempfile.mkstemp(dir=local_dir, suffix=f"{suffix}.tmp")
+        os.close(fd)
+        temps.append(tmp)
+    tmp_ann, tmp_ids, tmp_vec = temps
     try:
         index = AnnoyIndex(DIM, METRIC)
         index.set_seed(seed)
-        if len(ids) > ON_DISK_BUILD_ITEMS:
+        if on_disk:
             index.on_disk_build(tmp_ann)
-        for pos, vec in enumerate(vectors):
-            index.add_item(pos, vec)
+        for start in range(0, len(vectors), 8192):
+            # Lists, chunk by chunk: Annoy copies them faster than numpy rows, and
+            # a chunk bounds the Python floats alive at once.
+            for pos, vec in enumerate(vectors[start : start + 8192].tolist(), start):
+                index.add_item(pos, vec)
+        # Each build thread seeds its own generator from the seed, so the trees
+        # (and every query's answer) are reproducible; only the node numbering in
+        # the file, hence the checksum, depends on thread timing.
         index.build(n_trees, n_jobs=-1)
-        if len(ids) <= ON_DISK_BUILD_ITEMS:
+        if not on_disk:
             index.save(tmp_ann)
         index.unload()
         with open(tmp_ids, "wb") as fh:
             np.save(fh, ids)
-        checksum = _sha256(tmp_ann)
-        size = os.path.getsize(tmp_ann)
-        # ids first: a reader that sees the .ann always finds its map.
-        os.replace(tmp_ids, ids_path)
-        os.replace(tmp_ann, ann_path)
+        with open(tmp_vec, "wb") as fh:
+            np.save(fh, vectors)
+        checksum = _checksum(temps)
+        size = sum(os.path.getsize(t) for t in temps)
+        # .ann last: a reader that sees the .ann finds its map and vectors.
+        for tmp, final in zip((tmp_ids, tmp_vec, tmp_ann), (finals[1], finals[2], finals[0])):
+            os.replace(tmp, final)
     finally:
-        for tmp in (tmp_ann, tmp_ids):
+        for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    _publish(ann_path, remote_ann)
-    _publish(ids_path, remote_ids)
+    for local, remote in zip(finals, _remote_names(gallery_id, version)):
+        _publish(local, remote)
     return BuiltIndex(version=version, item_count=len(ids), n_trees=n_trees, checksum=checksum, size_bytes=size)
 
 
@@ -146,7 +199,7 @@ def _fetch(local_path, remote_name):
     if local_path.exists():
         return
     if _storage_is_local_cache() or not default_storage.exists(remote_name):
-        raise IndexUnavailable(f"{local_path.name} is missing")
+        raise _Missing(f"{local_path.name} is missing")
     local_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=local_path.parent, suffix=".fetch.tmp")
     try:
@@ -159,68 +212,150 @@ def _fetch(local_path, remote_name):
             os.unlink(tmp)
 
 
+class _Missing(IndexUnavailable):
+    pass
+
+
 class _Loaded:
-    def __init__(self, index, ids, n_trees):
+    def __init__(self, index, ids, vectors):
         self.index = index
-        self.ids = ids  # (N,) int64: position -> image pk
-        self.n_trees = n_trees
+        self.ids = ids  # (N,) int64, sorted: position -> image pk
+        self.vectors = vectors  # (N, 512) float32, memory-mapped: position -> unit vector
 
 
-_cache = OrderedDict()
+_cache = OrderedDict()  # (gallery_id, version) -> _Loaded
 _cache_lock = threading.Lock()
+_load_locks = {}  # (gallery_id, version) -> Lock: one thread verifies and loads a version
+_broken = {}  # (gallery_id, version) -> (retry_at or None, reason)
 
 
-def _load(gallery_id, version, checksum, n_trees):
-    key = (gallery_id, version)
+def _npy_rows(path, dtype, row_shape):
+    """Check an .npy file's header and size without trusting it; return its row count."""
+    with open(path, "rb") as fh:
+        major, _minor = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, file_dtype = read_header(fh, max_header_size=NPY_HEADER_MAX)
+        offset = fh.tell()
+    if file_dtype != np.dtype(dtype) or fortran or tuple(shape[1:]) != row_shape or len(shape) != 1 + len(row_shape):
+        raise ValueError(f"unexpected array {shape} {file_dtype}")
+    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if os.path.getsize(path) != expected:
+        raise ValueError(f"size {os.path.getsize(path)} != {expected}")
+    return shape[0]
+
+
+def _open(ref):
+    ann_path, ids_path, vec_path = _local_paths(ref.gallery_id, ref.version)
+    remote_ann, remote_ids, remote_vec = _remote_names(ref.gallery_id, ref.version)
+    for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (ann_path, remote_ann)):
+        _fetch(local, remote)
+    try:
+        if _npy_rows(ids_path, "<i8", ()) != ref.item_count or _npy_rows(vec_path, "<f4", (DIM,)) != ref.item_count:
+            raise IndexUnavailable(f"v{ref.version}: item count differs from its build record")
+        # Size first (cheap), then every byte: Annoy trusts its file blindly.
+        if os.path.getsize(ann_path) < ref.item_count * DIM * 4:
+            raise IndexUnavailable(f"{ann_path.name} is truncated")
+        if not ref.checksum or _checksum((ann_path, ids_path, vec_path)) != ref.checksum:
+            raise IndexUnavailable(f"v{ref.version} does not match its checksum")
+        ids = np.load(ids_path, allow_pickle=False)  # (N,) int64, small: read into RAM
+        vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # (N, 512) float32, shared page cache
+        index = AnnoyIndex(DIM, METRIC)
+        index.load(str(ann_path))  # mmap: pages are shared between processes
+    except IndexUnavailable:
+        raise
+    except (OSError, ValueError) as exc:
+        raise IndexUnavailable(f"v{ref.version} cannot be loaded: {exc}") from exc
+    if index.get_n_items() != ref.item_count:
+        raise IndexUnavailable(f"{ann_path.name} holds {index.get_n_items()} items, not {ref.item_count}")
+    return _Loaded(index, ids, vectors)
+
+
+def _load(ref):
+    key = (ref.gallery_id, ref.version)
     with _cache_lock:
         loaded = _cache.get(key)
         if loaded is not None:
             _cache.move_to_end(key)
             return loaded
-    ann_path, ids_path, remote_ann, remote_ids = _names(gallery_id, version)
-    try:
-        _fetch(ids_path, remote_ids)
-        _fetch(ann_path, remote_ann)
-        if checksum and _sha256(ann_path) != checksum:
-            raise IndexUnavailable(f"{ann_path.name} does not match its checksum")
-        ids = np.load(ids_path, allow_pickle=False)
-        index = AnnoyIndex(DIM, METRIC)
-        index.load(str(ann_path))  # mmap: pages are shared between processes
-        if index.get_n_items() != len(ids):
-            index.unload()
-            raise IndexUnavailable(f"{ann_path.name} holds {index.get_n_items()} items, its map {len(ids)}")
-    except IndexUnavailable:
-        raise
-    except (OSError, ValueError) as exc:
-        raise IndexUnavailable(f"{ann_path.name} cannot be loaded: {exc}") from exc
-    loaded = _Loaded(index, ids, n_trees)
-    with _cache_lock:
-        _cache[key] = loaded
-        # Keep one version per gallery and at most CACHE_SIZE galleries.
-        for other in [k for k in _cache if k[0] == gallery_id and k != key]:
-            _cache.pop(other).index.unload()
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)[1].index.unload()
+        broken = _broken.get(key)
+        if broken is not None:
+            retry_at, reason = broken
+            if retry_at is None or time.monotonic() < retry_at:
+                raise IndexUnavailable(reason)
+            del _broken[key]
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:  # concurrent first queries wait for one verification, not N
+        with _cache_lock:
+            loaded = _cache.get(key)
+        if loaded is not None:
+            return loaded
+        try:
+            loaded = _open(ref)
+        except _Missing as exc:
+            with _cache_lock:
+                _broken[key] = (time.monotonic() + MISSING_RETRY_SECONDS, str(exc))
+            raise
+        except IndexUnavailable as exc:
+            logger.error("gallery %s index v%s is unusable: %s", ref.gallery_id, ref.version, exc)
+            with _cache_lock:
+                _broken[key] = (None, str(exc))
+            raise
+        with _cache_lock:
+            _cache[key] = loaded
+            _load_locks.pop(key, None)
+            # Keep one version per gallery and at most CACHE_SIZE galleries. Evicted
+            # indexes are dropped, never unload()ed: a thread may still be querying
+            # one, and Annoy unmaps when the last reference goes.
+            for other in [k for k in _cache if k[0] == ref.gallery_id and k != key]:
+                del _cache[other]
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
     return loaded
 
 
-def query(gallery_id, version, checksum, n_trees, vector, n):
-    """Return up to `n` (image_pk, angular_distance) candidates nearest `vector`, nearest first.
+def search(ref, vector, n):
+    """Return the approximate `n` nearest items of an index version to `vector`.
 
-    Raises IndexUnavailable when the index cannot be used.
+    Returns (pks, distances): (M,) int64 and (M,) float32 cosine distances
+    (1 - cos) computed exactly from the stored vectors, M <= n, nearest first,
+    ties by pk. Raises IndexUnavailable when the index cannot be used.
     """
-    loaded = _load(gallery_id, version, checksum, n_trees)
-    positions, distances = loaded.index.get_nns_by_vector(
-        np.asarray(vector, dtype=np.float32).tolist(), n, search_k=search_k_for(loaded.n_trees, n), include_distances=True
+    loaded = _load(ref)
+    query = np.asarray(vector, dtype=np.float32).reshape(DIM)  # (512,)
+    n = min(n, ref.item_count)
+    positions = loaded.index.get_nns_by_vector(
+        query.tolist(), n, search_k=search_k_for(ref.n_trees, n, ref.item_count)
     )
-    return [(int(loaded.ids[p]), float(d)) for p, d in zip(positions, distances)]
+    positions = np.asarray(positions, dtype=np.int64)  # (M,)
+    distances = 1.0 - loaded.vectors[positions] @ query  # (M,) exact re-rank
+    pks = loaded.ids[positions]  # (M,)
+    order = np.lexsort((pks, distances))
+    return pks[order], distances[order]
+
+
+def contains(ref, pks):
+    """Return a boolean mask: which of `pks` ((P,) int64) are items of this index version."""
+    loaded = _load(ref)
+    pks = np.asarray(pks, dtype=np.int64)  # (P,)
+    if not len(loaded.ids) or not len(pks):
+        return np.zeros(len(pks), dtype=bool)
+    at = np.minimum(np.searchsorted(loaded.ids, pks), len(loaded.ids) - 1)
+    return loaded.ids[at] == pks
 
 
 def evict(gallery_id=None):
-    """Drop loaded indexes from this process's cache (all, or one gallery's)."""
+    """Forget loaded and broken indexes in this process (all, or one gallery's)."""
     with _cache_lock:
-        for key in [k for k in _cache if gallery_id is None or k[0] == gallery_id]:
-            _cache.pop(key).index.unload()
+        for table in (_cache, _broken):
+            for key in [k for k in table if gallery_id is None or k[0] == gallery_id]:
+                del table[key]
+
+
+def is_broken(gallery_id, version):
+    """Return the reason this process gave up on a version, or None."""
+    with _cache_lock:
+        broken = _broken.get((gallery_id, version))
+    return broken[1] if broken else None
 
 
 def remove_versions(gallery_id, keep):

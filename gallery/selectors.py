@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import islice
 
 import numpy as np
 from django.conf import settings
@@ -108,13 +109,18 @@ def _vectors(rows):
     return np.frombuffer(b"".join(bytes(r) for r in rows), dtype="<f4").reshape(len(rows), embeddings.DIM)
 
 
+EXACT_CHUNK = 4096  # rows per step of an exact scan: bounds memory at any gallery size
+
+
 def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None, exclude_id=None):
     """Return the nearest images of `gallery` to `vector` that `user` may see, nearest first.
 
     Candidates come from the gallery's Annoy index plus an exact scan of images
-    embedded after it was built; every candidate is re-ranked by exact cosine
-    distance on its stored vector, and rows that are deleted, rejected, of
-    another embedding version or hidden from `user` are dropped.
+    embedded after it was built (the delta); every candidate is ranked by exact
+    cosine distance, and rows that are deleted, rejected, of another embedding
+    version or hidden from `user` are dropped by one database filter. When the
+    index cannot be used the whole gallery is searched exactly and a rebuild is
+    queued.
     """
     k = k or settings.IMAGESEARCH_DEFAULT_K
     want = offset + k
@@ -129,43 +135,90 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
         .order_by("-version")
         .first()
     )
-    candidates = None
     if build is not None and build.item_count:
-        n = min(build.item_count, max(want * 3, want + 32))
-        while True:
-            try:
-                found = index.query(gallery.pk, build.version, build.checksum, build.n_trees, vector, n)
-            except index.IndexUnavailable as exc:
-                logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
-                _queue_rebuild(gallery.pk)
-                candidates = None
-                break
-            ids = [pk for pk, _ in found]
-            candidates = set(base.filter(pk__in=ids).values_list("pk", flat=True))
-            # Hidden or removed images may crowd the candidates out: ask for more.
-            if len(candidates) >= want or n >= build.item_count:
-                break
-            n = min(build.item_count, n * 4)
-    if candidates is None:
-        qs = base
-    else:
-        fresh = base.filter(embedded_at__gt=build.snapshot_at - SNAPSHOT_MARGIN).values_list("pk", flat=True)
-        qs = base.filter(pk__in=candidates | set(fresh))
-    rows = list(qs.values_list("pk", "embedding"))
-    if not rows:
-        return []
-    pks = np.array([pk for pk, _ in rows], dtype=np.int64)  # (C,)
-    dist = 1.0 - _vectors([e for _, e in rows]) @ vector  # (C,) cosine distance
-    order = np.lexsort((pks, dist))  # nearest first, ties by pk: stable across calls
+        ref = index.Ref(gallery.pk, build.version, build.checksum, build.n_trees, build.item_count)
+        try:
+            pks, dist, images = _search_indexed(base, ref, build.snapshot_at, vector, want, max_distance)
+        except index.IndexUnavailable as exc:
+            logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
+            _queue_rebuild(gallery.pk)
+        else:
+            return _matches(pks, dist, images, offset, want)
+    pks, dist = _exact(base, vector[None, :], want)
+    pks, dist = pks[0], dist[0]
     if max_distance is not None:
-        order = order[dist[order] <= max_distance]
-    order = order[offset:want]
-    objs = Image.objects.in_bulk([int(pks[i]) for i in order])
-    return [
-        Match(image=objs[int(pks[i])], distance=float(max(dist[i], 0.0)), rank=offset + r + 1)
-        for r, i in enumerate(order)
-        if int(pks[i]) in objs
-    ]
+        keep = dist <= max_distance
+        pks, dist = pks[keep], dist[keep]
+    images = base.filter(pk__in=pks[offset:want].tolist()).defer("embedding").in_bulk()
+    return _matches(pks, dist, images, offset, want)
+
+
+def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
+    """Return (pks, distances, {pk: Image}) of the best `want` visible candidates, nearest first."""
+    # The delta: images embedded after the build read the table, plus any embedded
+    # shortly before but committed too late to be read (not in the index).
+    recent = list(base.filter(embedded_at__gt=snapshot_at - SNAPSHOT_MARGIN).values_list("pk", "embedded_at"))
+    delta_pks = np.array([pk for pk, _ in recent], dtype=np.int64)  # (D,)
+    if len(delta_pks):
+        after = np.array([at > snapshot_at for _, at in recent], dtype=bool)
+        delta_pks = delta_pks[after | ~index.contains(ref, delta_pks)]
+    if len(delta_pks):
+        rows = list(base.filter(pk__in=delta_pks.tolist()).values_list("pk", "embedding"))
+        delta_pks = np.array([pk for pk, _ in rows], dtype=np.int64)  # (D,)
+        delta_dist = 1.0 - _vectors([e for _, e in rows]) @ vector  # (D,)
+    else:
+        delta_dist = np.zeros(0, dtype=np.float32)
+
+    # Hidden, rejected or deleted items still in the index may crowd the first
+    # candidates out: ask the index for more until `want` visible ones are found.
+    n = min(ref.item_count, max(2 * want, want + 32))
+    while True:
+        found_pks, found_dist = index.search(ref, vector, n)  # (M,), (M,) nearest first
+        stale = np.isin(found_pks, delta_pks)  # re-embedded since the build: the delta's vector wins
+        pks = np.concatenate([found_pks[~stale], delta_pks])
+        dist = np.concatenate([found_dist[~stale], delta_dist]).astype(np.float32)
+        order = np.lexsort((pks, dist))  # nearest first, ties by pk: stable across calls
+        pks, dist = pks[order], dist[order]
+        if max_distance is not None:
+            keep = dist <= max_distance
+            pks, dist = pks[keep], dist[keep]
+        images = base.filter(pk__in=pks.tolist()).defer("embedding").in_bulk()
+        exhausted = n >= ref.item_count or len(found_pks) < n
+        beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
+        if len(images) >= want or exhausted or beyond:
+            visible = np.isin(pks, np.fromiter(images, dtype=np.int64, count=len(images)))
+            return pks[visible], dist[visible], images
+        n = min(ref.item_count, n * 4)
+
+
+def _matches(pks, dist, images, offset, want):
+    """Turn ranked visible (pks, distances) into Match rows for the page [offset, want)."""
+    page = zip(pks[offset:want].tolist(), dist[offset:want].tolist())
+    # A row deleted between the ranking and the fetch is skipped, not an error.
+    return [Match(image=images[pk], distance=max(d, 0.0), rank=offset + r + 1) for r, (pk, d) in enumerate(page) if pk in images]
+
+
+def _exact(rows_qs, queries, k):
+    """Brute-force the k nearest rows of `rows_qs` to each query, scanning in chunks.
+
+    `queries` is (Q, 512) float32. Returns (pks, distances), each (Q, <=k),
+    nearest first, ties by pk.
+    """
+    best_pks = np.zeros((len(queries), 0), dtype=np.int64)  # (Q, <=k)
+    best_dist = np.zeros((len(queries), 0), dtype=np.float32)  # (Q, <=k)
+    rows = rows_qs.order_by().values_list("pk", "embedding").iterator(chunk_size=EXACT_CHUNK)
+    while True:
+        chunk = list(islice(rows, EXACT_CHUNK))
+        if not chunk:
+            break
+        pks = np.array([pk for pk, _ in chunk], dtype=np.int64)  # (C,)
+        dist = 1.0 - queries @ _vectors([e for _, e in chunk]).T  # (Q, C)
+        all_pks = np.concatenate([best_pks, np.broadcast_to(pks, (len(queries), len(pks)))], axis=1)
+        all_dist = np.concatenate([best_dist, dist.astype(np.float32)], axis=1)
+        order = np.lexsort((all_pks, all_dist), axis=1)[:, :k]  # (Q, <=k)
+        best_pks = np.take_along_axis(all_pks, order, axis=1)
+        best_dist = np.take_along_axis(all_dist, order, axis=1)
+    return best_pks, best_dist
 
 
 def similar_images(*, user, image, k=None, offset=0, max_distance=None):
@@ -178,18 +231,22 @@ def similar_images(*, user, image, k=None, offset=0, max_distance=None):
     )
 
 
-def exact_search(*, gallery, vector, k):
-    """Return the k nearest searchable image pks by brute force (for quality checks)."""
-    rows = list(
-        Image.objects.searchable()
-        .filter(gallery=gallery, embedding_version=embeddings.version())
-        .values_list("pk", "embedding")
-    )
-    if not rows:
-        return []
-    pks = np.array([pk for pk, _ in rows], dtype=np.int64)
-    dist = 1.0 - _vectors([e for _, e in rows]) @ np.asarray(vector, dtype=np.float32)
-    return [int(pks[i]) for i in np.lexsort((pks, dist))[:k]]
+def exact_search(*, gallery, vectors, k, exclude_ids=None):
+    """Return, per query, the k nearest searchable image pks of the gallery by brute force.
+
+    `vectors` is (Q, 512); `exclude_ids` (Q,) optionally drops one pk per query
+    (the query image itself). The reference that served results are measured against.
+    """
+    queries = np.asarray(vectors, dtype=np.float32).reshape(-1, embeddings.DIM)  # (Q, 512)
+    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embeddings.version())
+    extra = 0 if exclude_ids is None else 1
+    pks, _dist = _exact(rows, queries, k + extra)
+    result = []
+    for q, row in enumerate(pks.tolist()):
+        if exclude_ids is not None:
+            row = [pk for pk in row if pk != exclude_ids[q]]
+        result.append(row[:k])
+    return result
 
 
 def _queue_rebuild(gallery_id):

@@ -476,14 +476,40 @@ def images_reconcile(*, broker_idle):
 # --- Index ------------------------------------------------------------------
 
 
+def _searchable_vectors(gallery_id, version_id, snapshot_at):
+    """Return (ids (N,) int64 sorted, vectors (N, 512) float32) embedded by `snapshot_at`.
+
+    Rows stream in chunks into one preallocated array: a million-image gallery
+    needs its 2 GB of vectors once, not again as a list of bytes.
+    """
+    import numpy as np
+
+    rows = (
+        Image.objects.searchable()
+        .filter(gallery_id=gallery_id, embedding_version=version_id, embedded_at__lte=snapshot_at)
+        .order_by("pk")
+    )
+    capacity = rows.count() + 1024  # room for rows committed between count and scan
+    ids = np.empty(capacity, dtype=np.int64)  # (capacity,)
+    vectors = np.empty((capacity, index.DIM), dtype=np.float32)  # (capacity, 512)
+    n = 0
+    for pk, emb in rows.values_list("pk", "embedding").iterator(chunk_size=2000):
+        if n == capacity:
+            capacity *= 2
+            ids = np.resize(ids, capacity)
+            vectors = np.resize(vectors, (capacity, index.DIM))
+        ids[n] = pk
+        vectors[n] = np.frombuffer(bytes(emb), dtype="<f4")
+        n += 1
+    return ids[:n], vectors[:n]
+
+
 def gallery_rebuild_index(*, gallery_id):
     """Build the gallery's index from its searchable vectors of the current version.
 
     The caller holds the gallery's rebuild lock. Return the IndexBuild, or None
     when the gallery is gone.
     """
-    import numpy as np
-
     gallery = Gallery.objects.filter(pk=gallery_id).first()
     if gallery is None:
         return None
@@ -492,16 +518,10 @@ def gallery_rebuild_index(*, gallery_id):
     # Clear the flag before reading: a change during the build sets it again.
     Gallery.objects.filter(pk=gallery_id).update(index_dirty=False, index_dirty_since=None)
     version_id = embeddings.version()
-    rows = (
-        Image.objects.searchable()
-        .filter(gallery_id=gallery_id, embedding_version=version_id, embedded_at__lte=snapshot_at)
-        .order_by("pk")
-        .values_list("pk", "embedding")
-    )
-    ids = np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(bytes(e) for _, e in rows), dtype="<f4").reshape(len(rows), index.DIM)
+    ids, vectors = _searchable_vectors(gallery_id, version_id, snapshot_at)
     last = gallery.index_builds.order_by("-version").first()
     version = (last.version + 1) if last else 1
+    previous = gallery.current_build()
     try:
         built = index.build(gallery_id, version, ids, vectors, seed=settings.IMAGESEARCH_RANDOM_SEED)
     except Exception as exc:
@@ -532,6 +552,6 @@ def gallery_rebuild_index(*, gallery_id):
             snapshot_at=snapshot_at,
             duration_seconds=time.monotonic() - started,
         )
-    # Keep the previous version too: a web process may still be reading it.
-    index.remove_versions(gallery_id, keep={version, last.version} if last else {version})
+    # Keep the previous ready version too: a web process may still be reading it.
+    index.remove_versions(gallery_id, keep={version, previous.version} if previous else {version})
     return record

@@ -1,6 +1,7 @@
 """Celery tasks: ids in, a service call, safe to run twice."""
 
 import logging
+import threading
 from contextlib import contextmanager
 
 from celery import shared_task
@@ -12,7 +13,9 @@ from gallery.models import EmbeddingState, Gallery, Image
 
 logger = logging.getLogger(__name__)
 
-LOCK_SECONDS = 30 * 60
+LOCK_SECONDS = 30 * 60  # a 1M-image rebuild takes minutes; a crashed holder frees it after this
+_local_locks = {}
+_local_locks_guard = threading.Lock()
 
 
 @shared_task(
@@ -47,7 +50,15 @@ def embed_gallery_pending(gallery_id):
 def gallery_lock(gallery_id):
     """Hold a Redis lock for the gallery's index; yield False if another holder has it."""
     if settings.CELERY_TASK_ALWAYS_EAGER:
-        yield True  # no Redis: a single process, nothing to exclude
+        # No Redis: tasks run inside this one process, so a thread lock excludes enough.
+        with _local_locks_guard:
+            local = _local_locks.setdefault(gallery_id, threading.Lock())
+        acquired = local.acquire(blocking=False)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                local.release()
         return
     import redis
 
@@ -66,16 +77,36 @@ def gallery_lock(gallery_id):
 
 @shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=10, max_retries=5)
 def rebuild_index(gallery_id):
-    """Rebuild one gallery's index, unless another rebuild of it is running."""
+    """Rebuild one gallery's index unless another rebuild of it is running or it is current.
+
+    Beat may queue a gallery again while its rebuild waits in the queue; the
+    second delivery finds the flag cleared and a current build, and does nothing.
+    """
     with gallery_lock(gallery_id) as acquired:
         if not acquired:
             logger.info("gallery %s: a rebuild is already running", gallery_id)
+            return None
+        if not _index_stale(gallery_id):
             return None
         build = services.gallery_rebuild_index(gallery_id=gallery_id)
     if build is None:
         return None
     logger.info("gallery %s: index v%d with %d items in %.2fs", gallery_id, build.version, build.item_count, build.duration_seconds)
     return build.version
+
+
+def _index_stale(gallery_id):
+    from gallery import embeddings
+    from gallery.models import IndexBuild
+
+    gallery = Gallery.objects.filter(pk=gallery_id).only("index_dirty").first()
+    if gallery is None:
+        return False
+    if gallery.index_dirty:
+        return True
+    return not IndexBuild.objects.filter(
+        gallery_id=gallery_id, status=IndexBuild.Status.READY, embedding_version=embeddings.version()
+    ).exists()
 
 
 @shared_task
