@@ -138,23 +138,38 @@ def load():
     _get_runner(1)
 
 
+def batch_shapes(size):
+    """Return the batch sizes the model is compiled for: powers of two below `size`, and `size`.
+
+    A short batch is padded up to the next of these, so at most half of a
+    padded batch is wasted work, and only a handful of graphs are ever traced.
+    """
+    shapes, b = [], 1
+    while b < size:
+        shapes.append(b)
+        b *= 2
+    return shapes + [size]
+
+
 def embed_batch(arrays):
     """Embed images given as (224, 224, 3) float32 RGB arrays in 0..255.
 
-    Return a (len(arrays), 512) float32 array of unit vectors. Batches are run at
-    fixed shapes (1 or IMAGESEARCH_EMBED_BATCH_SIZE), padding the last one.
+    Return a (len(arrays), 512) float32 array of unit vectors. Batches run at
+    the fixed shapes of batch_shapes(IMAGESEARCH_EMBED_BATCH_SIZE), the last
+    one zero-padded (rows are independent: padding does not change a vector).
     """
     n = len(arrays)
     if n == 0:
         return np.zeros((0, DIM), dtype=np.float32)
     size = settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    shapes = batch_shapes(size)
     out = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, size):
         chunk = np.stack(arrays[start : start + size]).astype(np.float32, copy=False)  # (b, 224, 224, 3)
         b = chunk.shape[0]
-        shape = 1 if b == 1 else size
+        shape = next(s for s in shapes if s >= b)
         if b < shape:
-            chunk = np.concatenate([chunk, np.zeros((shape - b, *INPUT_SHAPE), np.float32)])
+            chunk = np.concatenate([chunk, np.zeros((shape - b, *INPUT_SHAPE), np.float32)])  # (shape, 224, 224, 3)
         out[start : start + b] = _get_runner(shape)(chunk).numpy()[:b]  # (b, 512)
     return out
 

@@ -134,8 +134,9 @@ def clean_filename(name):
     return name or "unnamed"
 
 
-def image_create(*, gallery, uploader, data, name):
-    """Store one uploaded file as an image of `gallery` and queue its embedding.
+def image_create(*, gallery, uploader, data, name, queue=True):
+    """Store one uploaded file as an image of `gallery` and queue its embedding
+    (unless `queue` is false: a bulk import queues its images in batches).
 
     Return an UploadResult; a bad file is a "rejected" result with a reason, never
     an exception. Raise UploadError only when storage fails (nothing is left behind).
@@ -173,7 +174,8 @@ def image_create(*, gallery, uploader, data, name):
         saved.append(image.thumbnail.name)
         with transaction.atomic():
             image.save()
-            transaction.on_commit(lambda pk=image.pk: _enqueue_embedding([pk]))
+            if queue:
+                transaction.on_commit(lambda pk=image.pk: _enqueue_embedding([pk]))
     except IntegrityError:
         _delete_files(saved)
         existing = Image.objects.filter(gallery=gallery, sha256=digest).first()
@@ -243,8 +245,15 @@ def images_reembed(*, images):
     return len(ids)
 
 
+def images_queue_embedding(*, image_ids):
+    """Queue pending images for embedding in task-sized batches, once the transaction commits."""
+    ids = list(image_ids)
+    transaction.on_commit(lambda: _enqueue_in_batches(ids))
+    return len(ids)
+
+
 def _enqueue_in_batches(ids):
-    step = settings.IMAGESEARCH_EMBED_BATCH_SIZE * 4
+    step = _task_size()
     for start in range(0, len(ids), step):
         _enqueue_embedding(ids[start : start + step])
 
@@ -361,16 +370,38 @@ def images_autoflag(*, gallery_id, image_ids=None):
 # --- Embedding (worker side) ------------------------------------------------
 
 
-def _claim(image_ids):
-    """Claim pending images (or ones whose previous claim is stale) with one conditional UPDATE."""
+def _task_size():
+    """Images per embed task: a few model batches, so decoding overlaps inference."""
+    return settings.IMAGESEARCH_EMBED_BATCH_SIZE * 4
+
+
+def _claim(image_ids, fill_to=0):
+    """Claim pending images (or ones whose previous claim is stale) by conditional UPDATE.
+
+    Return (token, claimed images). Only rows this call switched carry `token`,
+    so two deliveries of one task never both get an image. With `fill_to`, other
+    pending images of the same galleries are claimed too, up to that many: uploads
+    queue one task per image, and the model is several times faster on a batch.
+    """
     token = uuid.uuid4()
     now = timezone.now()
     stale = now - timedelta(seconds=settings.IMAGESEARCH_STUCK_AFTER_SECONDS)
-    Image.objects.filter(pk__in=image_ids).filter(
-        Q(embedding_state=EmbeddingState.PENDING) | Q(embedding_state=EmbeddingState.PROCESSING, claimed_at__lt=stale)
-    ).update(
+    claimable = Q(embedding_state=EmbeddingState.PENDING) | Q(
+        embedding_state=EmbeddingState.PROCESSING, claimed_at__lt=stale
+    )
+    claim = dict(
         embedding_state=EmbeddingState.PROCESSING, claim_token=token, claimed_at=now, attempts=F("attempts") + 1
     )
+    n = Image.objects.filter(pk__in=image_ids).filter(claimable).update(**claim)
+    if 0 < n < fill_to:
+        galleries = Image.objects.filter(claim_token=token).values("gallery_id")
+        more = list(
+            Image.objects.filter(gallery_id__in=galleries, embedding_state=EmbeddingState.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)[: fill_to - n]
+        )
+        # Conditional again: another worker may have claimed some of these meanwhile.
+        Image.objects.filter(pk__in=more, embedding_state=EmbeddingState.PENDING).update(**claim)
     return token, list(Image.objects.filter(claim_token=token).order_by("pk"))
 
 
@@ -381,10 +412,19 @@ def _release(token, ids=None):
     qs.update(embedding_state=EmbeddingState.PENDING, claim_token=None, claimed_at=None)
 
 
+def _touch(token):
+    """Renew a claim, so a long task's images are not taken for lost by the reconciler."""
+    Image.objects.filter(claim_token=token, embedding_state=EmbeddingState.PROCESSING).update(claimed_at=timezone.now())
+
+
 def _decode(image):
     """Return (224, 224, 3) float32 or an InvalidImage; OSError means storage trouble."""
-    with image.file.open("rb") as fh:
-        data = fh.read()
+    try:
+        with image.file.open("rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        # Gone for good (deleted behind our back): retrying cannot help.
+        return imaging.InvalidImage("The stored file is missing; upload the image again.")
     try:
         return imaging.model_input(data)
     except imaging.InvalidImage as exc:
@@ -399,13 +439,14 @@ def images_embed(*, image_ids):
     Return the number of images made ready. Raise OSError on storage trouble (the
     claim is released first, so a retry finds the images pending again).
     """
-    token, images = _claim(image_ids)
+    token, images = _claim(image_ids, fill_to=_task_size())
     if not images:
         return 0
     version = embeddings.version()
     batch = settings.IMAGESEARCH_EMBED_BATCH_SIZE
     chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
     done = 0
+    paused = False
     # Decode the next chunk on a thread while the model runs the current one
     # (Pillow and TensorFlow both release the GIL).
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -413,7 +454,7 @@ def images_embed(*, image_ids):
         for i, chunk in enumerate(chunks):
             try:
                 decoded = list(pending)
-            except OSError:
+            except BaseException:  # storage trouble: pending again at once, and the task retries
                 _release(token)
                 raise
             if i + 1 < len(chunks):
@@ -432,19 +473,32 @@ def images_embed(*, image_ids):
                 _release(token)
                 SystemNotice.objects.update_or_create(key=WEIGHTS_NOTICE, defaults={"message": str(exc)})
                 logger.error("embedding paused, images stay pending: %s", exc)
-                return done
+                paused = True
+                break
+            except BaseException:
+                _release(token)  # pending again at once, not after the stuck timeout
+                raise
             now = timezone.now()
+            written = []
             with transaction.atomic():
                 for (img, _), vec in zip(good, vectors):
-                    done += Image.objects.filter(pk=img.pk, claim_token=token).update(
+                    # The token check makes a redelivered or stale task write nothing.
+                    if Image.objects.filter(pk=img.pk, claim_token=token).update(
                         embedding=Image.pack_vector(vec),
                         embedding_version=version,
                         embedding_state=EmbeddingState.READY,
                         embedding_error="",
                         embedded_at=now,
                         claim_token=None,
-                    )
-    SystemNotice.objects.filter(key=WEIGHTS_NOTICE).delete()
+                    ):
+                        written.append(img.pk)
+            done += len(written)
+            # One line per batch, after the commit: operators (and the crash test) count writes from it.
+            logger.info("stored %d vector(s): ids %s", len(written), ",".join(map(str, written)))
+            if i + 1 < len(chunks):
+                _touch(token)
+    if not paused:
+        SystemNotice.objects.filter(key=WEIGHTS_NOTICE).delete()
     for gallery_id in {img.gallery_id for img in images}:
         gallery_mark_dirty(gallery_id=gallery_id)
         images_autoflag(gallery_id=gallery_id, image_ids=[img.pk for img in images if img.gallery_id == gallery_id])
