@@ -212,12 +212,24 @@ def images_upload(*, gallery, uploader, files):
     return results
 
 
+# After a failed publish, this process skips the broker for a few seconds: a
+# 100-file upload during an outage must not wait for 100 connection timeouts.
+# Nothing is lost: the images stay pending and the reconciler queues them.
+BROKER_BACKOFF_SECONDS = 5.0
+_broker_down_until = 0.0
+
+
 def _enqueue_embedding(image_ids):
+    global _broker_down_until
     from gallery import tasks
 
+    if time.monotonic() < _broker_down_until:
+        logger.info("broker recently unreachable: %d image(s) left pending for the reconciler", len(image_ids))
+        return
     try:
         tasks.embed_images.delay(list(image_ids))
     except Exception:  # broker down: the images wait in pending; the reconciler queues them later
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         logger.warning("could not queue embedding of %d image(s); they stay pending", len(image_ids), exc_info=True)
 
 

@@ -2,13 +2,16 @@
 Redis, sharing the test database and the test's media and index directories."""
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import redis
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -125,3 +128,157 @@ def wait_for(predicate, timeout, interval=0.5, message="condition", worker=None)
 
 def flush_broker():
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+def free_port():
+    """Return a TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private `redis-server` on a free loopback port, to stop and start again.
+
+    Nothing is persisted (--save "" --appendonly no): a restart comes back
+    empty, as after a crash of a broker without persistence. The shared Redis
+    other tests use is never touched.
+    """
+
+    def __init__(self, tmp_path, port=None):
+        self.dir = Path(tmp_path) / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc = None
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise AssertionError("redis-server is required for the broker fault tests and is not on PATH")
+        self.binary = binary
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ping(self):
+        try:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5).ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def start(self):
+        cmd = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self.ping, timeout=15, interval=0.1, message=f"redis-server on port {self.port}")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        wait_for(lambda: not self.ping(), timeout=15, interval=0.1, message=f"redis-server on port {self.port} to stop")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Web:
+    """A gunicorn subprocess serving the app on a free loopback port, with the
+    same database, broker, media and index directories as `Worker`."""
+
+    def __init__(self, tmp_path, name="web", workers=2, threads=4, **env):
+        self.tmp_path = Path(tmp_path)
+        self.name = name
+        self.workers = workers
+        self.threads = threads
+        self.port = free_port()
+        self.env = worker_env(tmp_path, IMAGESEARCH_STATIC_ROOT=str(self.tmp_path / "static"), **env)
+        self.log_path = self.tmp_path / f"{name}.log"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        # DEBUG is off, as in production: pages need the hashed static manifest.
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+            cwd=ROOT, env=self.env, check=True, capture_output=True,
+        )
+        cmd = [
+            sys.executable, "-m", "gunicorn", "imagesearch.wsgi", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120",
+        ]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, timeout=90, interval=0.3, message="gunicorn to answer", worker=self)
+        return self
+
+    def _answers(self):
+        try:
+            return requests.get(self.url + "/accounts/login/", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class HttpClient:
+    """A signed-in browser-like session against a `Web` server (session cookie + CSRF token)."""
+
+    def __init__(self, base_url, timeout=120):
+        self.base_url = base_url
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def login(self, username, password):
+        self.session.get(self.base_url + "/accounts/login/", timeout=self.timeout).raise_for_status()
+        response = self.session.post(
+            self.base_url + "/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]},
+            allow_redirects=False,
+            timeout=self.timeout,
+        )
+        if response.status_code != 302:
+            raise AssertionError(f"login as {username} failed: {response.status_code}")
+        return self
+
+    def get(self, path, **kwargs):
+        return self.session.get(self.base_url + path, timeout=self.timeout, **kwargs)
+
+    def post(self, path, **kwargs):
+        headers = {"X-CSRFToken": self.session.cookies.get("csrftoken", ""), **kwargs.pop("headers", {})}
+        return self.session.post(self.base_url + path, headers=headers, timeout=self.timeout, **kwargs)
+
+    def upload(self, slug, files):
+        """POST (name, bytes) pairs to the JSON API; return the response."""
+        parts = [("images", (name, data, "application/octet-stream")) for name, data in files]
+        return self.post(f"/api/galleries/{slug}/images", files=parts)
