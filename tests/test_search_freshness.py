@@ -1,0 +1,88 @@
+"""A new image is findable as soon as its embedding is stored: no rebuild needed."""
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from gallery import index, selectors, services
+from gallery.models import Gallery, Image, IndexBuild
+from tests import imagegen, vectors
+
+pytestmark = pytest.mark.django_db
+
+
+def _ref(build):
+    return index.Ref(build.gallery_id, build.version, build.checksum, build.n_trees, build.item_count)
+
+
+def test_a_new_near_duplicate_is_found_first_before_any_rebuild(owner):
+    gallery = services.gallery_create(owner=owner, title="Fresh")
+    for seed in range(5):
+        services.image_create(gallery=gallery, uploader=owner, data=imagegen.jpeg(seed), name=f"scene-{seed}.jpg")
+    services.images_embed(image_ids=list(Image.objects.filter(gallery=gallery).values_list("pk", flat=True)))
+    build = services.gallery_rebuild_index(gallery_id=gallery.pk)
+    assert build.item_count == 5
+
+    copy = imagegen.encode(imagegen.near_duplicate(imagegen.scene(2), 1))
+    new = services.image_create(gallery=gallery, uploader=owner, data=copy, name="scene-2-copy.jpg").image
+    services.images_embed(image_ids=[new.pk])  # the real model; no rebuild follows
+    new.refresh_from_db()
+
+    assert IndexBuild.objects.filter(gallery=gallery).count() == 1
+    assert not index.contains(_ref(build), [new.pk]).any()
+    original = Image.objects.get(gallery=gallery, original_name="scene-2.jpg")
+    got = selectors.similar_images(user=owner, image=original, k=3)
+    assert got[0].image.pk == new.pk
+    assert got[0].distance < got[1].distance
+    # Searching with the new image's own vector puts it first at distance ~0.
+    first = selectors.search_vector(user=owner, gallery=gallery, vector=new.vector, k=1)[0]
+    assert first.image.pk == new.pk and first.distance < 1e-5 and first.similarity > 99.99
+
+
+def test_an_image_committed_just_before_the_snapshot_but_missing_from_the_index_is_found(owner):
+    gallery = Gallery.objects.create(owner=owner, title="Late", slug="late")
+    vecs = vectors.clustered(300, seed=5)
+    vectors.add_images(gallery, vecs)
+    build = services.gallery_rebuild_index(gallery_id=gallery.pk)
+    # A worker whose transaction committed after the build read the table: its
+    # embedded_at precedes the snapshot, yet the index does not hold it.
+    late_vec = vecs[10] + 0.01 * vectors.clustered(1, seed=99)[0]
+    late_vec /= np.linalg.norm(late_vec)
+    [late] = vectors.add_images(gallery, [late_vec], prefix="late")
+    Image.objects.filter(pk=late.pk).update(embedded_at=build.snapshot_at - timedelta(seconds=30))
+    assert not index.contains(_ref(build), [late.pk]).any()
+
+    got = selectors.search_vector(user=owner, gallery=gallery, vector=late_vec, k=2)
+    assert got[0].image.pk == late.pk
+
+
+def test_results_merge_index_and_delta_in_exact_distance_order(owner):
+    gallery = Gallery.objects.create(owner=owner, title="Merge", slug="merge")
+    vecs = vectors.clustered(600, seed=8, per_cluster=60)
+    vectors.add_images(gallery, vecs[:500])
+    services.gallery_rebuild_index(gallery_id=gallery.pk)
+    vectors.add_images(gallery, vecs[500:], embedded_ago=timedelta(0), prefix="new")
+    query = vecs[123]
+    got = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=20)
+    exact = selectors.exact_search(gallery=gallery, vectors=query[None, :], k=20)[0]
+    assert [m.image.pk for m in got] == exact
+    assert any(m.image.original_name.startswith("new") for m in got)
+    distances = [m.distance for m in got]
+    assert distances == sorted(distances)
+    assert np.allclose(distances, [1.0 - float(Image.objects.get(pk=m.image.pk).vector @ query) for m in got], atol=1e-6)
+
+
+def test_pages_and_maximum_distance_cut_the_same_ranking(owner):
+    gallery = Gallery.objects.create(owner=owner, title="Pages", slug="pages")
+    vecs = vectors.clustered(500, seed=9)
+    vectors.add_images(gallery, vecs)
+    services.gallery_rebuild_index(gallery_id=gallery.pk)
+    query = vecs[42]
+    whole = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=30)
+    second = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=10, offset=10)
+    assert [m.image.pk for m in second] == [m.image.pk for m in whole[10:20]]
+    assert [m.rank for m in second] == list(range(11, 21))
+    limit = whole[7].distance
+    near = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=30, max_distance=limit)
+    assert [m.image.pk for m in near] == [m.image.pk for m in whole[:8]]
