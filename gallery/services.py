@@ -168,10 +168,8 @@ def image_create(*, gallery, uploader, data, name, queue=True):
     )
     saved = []
     try:
-        image.file.save(f"upload.{info.extension}", ContentFile(data), save=False)
-        saved.append(image.file.name)
-        image.thumbnail.save("thumb.jpg", ContentFile(thumb), save=False)
-        saved.append(image.thumbnail.name)
+        _store(image, "file", f"upload.{info.extension}", data, saved)
+        _store(image, "thumbnail", "thumb.jpg", thumb, saved)
         with transaction.atomic():
             image.save()
             if queue:
@@ -185,6 +183,21 @@ def image_create(*, gallery, uploader, data, name, queue=True):
         logger.exception("storing upload %s failed", name)
         raise UploadError(f"The file could not be stored ({type(exc).__name__}); nothing was saved. Try again.") from exc
     return UploadResult(name, "added", "", image)
+
+
+def _store(image, field_name, filename, data, attempted):
+    """Save `data` as the file of `image.<field_name>` under a fresh name.
+
+    The name is recorded in `attempted` before writing: a write that fails
+    half-way (disk full) leaves a partial file that must be removed too.
+    """
+    field = image._meta.get_field(field_name)
+    name = field.generate_filename(image, filename)
+    attempted.append(name)
+    stored = field.storage.save(name, ContentFile(data), max_length=field.max_length)
+    if stored != name:
+        attempted.append(stored)
+    setattr(image, field_name, stored)
 
 
 def images_upload(*, gallery, uploader, files):
