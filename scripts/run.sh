@@ -41,8 +41,13 @@ if ! redis_ok; then
   if [[ -n "$port" ]] && command -v redis-server >/dev/null; then
     echo "No Redis answers at $BROKER: starting a local redis-server on port $port (data kept in var/)."
     redis-server --bind 127.0.0.1 --port "$port" --dir "$PWD/var" --save "" --appendonly no --logfile "$PWD/var/redis.log" &
-    pids+=($!)
-    for _ in $(seq 50); do redis_ok && break; sleep 0.1; done
+    redis_pid=$!
+    for _ in $(seq 20); do
+      kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server did not start (see var/redis.log)."; break; }
+      redis_ok && break
+      sleep 0.2
+    done
+    if kill -0 "$redis_pid" 2>/dev/null; then pids+=($redis_pid); else wait "$redis_pid" 2>/dev/null || true; fi
   fi
 fi
 
