@@ -1,0 +1,235 @@
+"""Every URL of the app, asked by four personas: the owner, another user, an anonymous
+visitor and a staff member (post-moderation, the default).
+
+A stranger gets 404 for anything private, exactly as for an id that does not exist,
+never 403; and no listing, result or API response names an object they may not see.
+"""
+
+import base64
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from gallery import services
+from tests import imagegen, permission_world
+
+pytestmark = pytest.mark.django_db
+
+CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
+PERSONAS = ("owner", "other", "anonymous", "staff")
+LOGIN = "login-redirect"  # a 302 to the login page: said for any slug or id, so it reveals nothing
+
+
+@pytest.fixture(autouse=True)
+def post_moderation(settings):
+    settings.IMAGESEARCH_MODERATION = "post"
+
+
+@pytest.fixture
+def world(owner, other, staff):
+    return permission_world.build(owner, other, staff)
+
+
+def client_for(client, world, persona):
+    if persona != "anonymous":
+        client.force_login(getattr(world, persona))
+    return client
+
+
+def expect(owner, other, anonymous, staff):
+    return {"owner": owner, "other": other, "anonymous": anonymous, "staff": staff}
+
+
+PRIVATE = expect(200, 404, 404, 200)
+PUBLIC = expect(200, 200, 200, 200)
+THEIRS = expect(404, 200, 404, 200)
+OWNER_ONLY_GET = expect(200, 404, LOGIN, 404)
+OWNER_ONLY_POST = expect(302, 404, LOGIN, 404)
+IMAGE_VIEWS = ("image_detail", "image_similar", "image_file", "image_thumb", "api_similar")
+
+
+def cases(world):
+    """Yield (label, method, url, data, expected) for every URL pattern of the app."""
+    p, g = world.galleries["private"].slug, world.galleries["public"].slug
+    yield "home", "get", reverse("home"), None, PUBLIC
+    yield "signup", "get", reverse("signup"), None, expect(302, 302, 200, 302)
+    yield "login", "get", reverse("login"), None, PUBLIC
+    yield "new gallery", "get", reverse("gallery_create"), None, expect(200, 200, LOGIN, 200)
+    for slug, who in ((p, PRIVATE), (g, PUBLIC)):
+        yield f"gallery {slug}", "get", reverse("gallery_detail", args=[slug]), None, who
+        yield f"status.json {slug}", "get", reverse("gallery_status", args=[slug]), None, who
+        yield f"api status {slug}", "get", reverse("api_status", args=[slug]), None, who
+        # Searching without a file is a 400 for whoever may search, a 404 for the rest.
+        search = {k: (400 if v == 200 else v) for k, v in who.items()}
+        yield f"search {slug}", "post", reverse("gallery_search", args=[slug]), {}, search
+        yield f"api search {slug}", "post", reverse("api_search", args=[slug]), {}, search
+        yield f"edit {slug}", "get", reverse("gallery_edit", args=[slug]), None, OWNER_ONLY_GET
+        yield f"delete form {slug}", "get", reverse("gallery_delete", args=[slug]), None, OWNER_ONLY_GET
+        yield f"edit POST {slug}", "post", reverse("gallery_edit", args=[slug]), {"title": ""}, OWNER_ONLY_GET
+        yield f"upload {slug}", "post", reverse("gallery_upload", args=[slug]), {}, OWNER_ONLY_POST
+        yield f"retry {slug}", "post", reverse("gallery_retry", args=[slug]), {}, OWNER_ONLY_POST
+        yield f"api upload {slug}", "post", reverse("api_upload", args=[slug]), {}, expect(400, 404, 404, 404)
+    t = world.galleries["theirs"].slug
+    yield f"gallery {t}", "get", reverse("gallery_detail", args=[t]), None, THEIRS
+    yield f"edit {t}", "get", reverse("gallery_edit", args=[t]), None, expect(404, 200, LOGIN, 404)
+    per_image = {
+        "priv-approved.jpg": PRIVATE,
+        "priv-pending.jpg": PRIVATE,
+        "priv-rejected.jpg": PRIVATE,  # the owner sees it, marked rejected
+        "pub-approved.jpg": PUBLIC,
+        "pub-pending.jpg": PUBLIC,  # post-moderation: visible until rejected
+        "pub-rejected.jpg": PRIVATE,
+        "their-approved.jpg": THEIRS,
+    }
+    for name, who in per_image.items():
+        pk = world.image(name).pk
+        for view in IMAGE_VIEWS:
+            yield f"{view} {name}", "get", reverse(view, args=[pk]), None, who
+    missing_gallery, missing_image = "no-such-gallery", 10**9
+    yield "missing gallery", "get", reverse("gallery_detail", args=[missing_gallery]), None, expect(404, 404, 404, 404)
+    yield "missing api status", "get", reverse("api_status", args=[missing_gallery]), None, expect(404, 404, 404, 404)
+    for view in IMAGE_VIEWS:
+        yield f"{view} missing", "get", reverse(view, args=[missing_image]), None, expect(404, 404, 404, 404)
+    # Files are never served from a public prefix, whatever the path.
+    for name in ("priv-approved.jpg", "pub-approved.jpg"):
+        image = world.image(name)
+        for prefix in ("/media-direct/", "/media/"):
+            for stored in (image.file.name, image.thumbnail.name):
+                yield f"direct {prefix}{stored}", "get", prefix + stored, None, expect(404, 404, 404, 404)
+    admin_pages = [reverse("admin:index"), reverse("admin:gallery_image_changelist"),
+                   reverse("admin:gallery_moderationqueueitem_changelist"), reverse("admin:gallery_gallery_changelist"),
+                   reverse("admin:gallery_image_change", args=[world.image("priv-pending.jpg").pk])]
+    for url in admin_pages:
+        yield f"admin {url}", "get", url, None, expect(LOGIN, LOGIN, LOGIN, 200)
+    # Deleting last: the owner's request removes the image.
+    for name in ("priv-approved.jpg", "pub-approved.jpg"):
+        yield f"delete {name}", "post", reverse("image_delete", args=[world.image(name).pk]), {}, OWNER_ONLY_POST
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_every_url_answers_each_persona_as_specified(client, world, persona):
+    client = client_for(client, world, persona)
+    wrong = []
+    checked = 0
+    for label, method, url, data, expected in cases(world):
+        want = expected[persona]
+        response = client.get(url) if method == "get" else client.post(url, data or {})
+        got = response.status_code
+        if want == LOGIN:
+            ok = got == 302 and "login" in response["Location"]
+        else:
+            ok = got == want
+        if not ok:
+            wrong.append(f"{label}: {method.upper()} {url} -> {got}, expected {want}")
+        assert got != 403, f"{label}: 403 tells a stranger the object exists; expected 404"
+        checked += 1
+    assert checked >= 85  # every URL pattern, some with several objects
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_stranger_cannot_tell_a_private_object_from_a_missing_one(client, world):
+    client.force_login(world.other)
+    private = world.image("priv-approved.jpg")
+    slug = world.galleries["private"].slug
+    pairs = [(view, [private.pk], [10**9]) for view in IMAGE_VIEWS]
+    pairs += [(view, [slug], ["no-such-gallery"]) for view in ("gallery_detail", "gallery_edit", "api_status")]
+    for view, hidden_args, missing_args in pairs:
+        hidden_url, missing_url = reverse(view, args=hidden_args), reverse(view, args=missing_args)
+        hidden, missing = client.get(hidden_url), client.get(missing_url)
+        assert hidden.status_code == missing.status_code == 404, view
+        # Same body but for the address asked (a 404 page may echo it) and the per-render CSRF token.
+        assert _comparable(hidden.content, hidden_url) == _comparable(missing.content, missing_url), view
+
+
+def _comparable(content, url):
+    return CSRF.sub(b"", content.replace(url.encode(), b""))
+
+
+def test_basic_auth_api_clients_get_the_same_404s(client, world):
+    token = base64.b64encode(b"other:pw-other-123").decode()
+    auth = {"HTTP_AUTHORIZATION": f"Basic {token}"}
+    assert client.get(reverse("api_similar", args=[world.image("priv-approved.jpg").pk]), **auth).status_code == 404
+    assert client.get(reverse("api_status", args=[world.galleries["private"].slug]), **auth).status_code == 404
+    assert client.get(reverse("api_similar", args=[world.image("their-approved.jpg").pk]), **auth).status_code == 200
+    bad = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"other:wrong").decode()}
+    assert client.get(reverse("api_similar", args=[world.image("pub-approved.jpg").pk]), **bad).status_code == 401
+
+
+# --- No foreign object leaks into a listing or a result ------------------------
+
+VISIBLE = {
+    "owner": {"priv-approved.jpg", "priv-pending.jpg", "priv-rejected.jpg", "pub-approved.jpg", "pub-pending.jpg", "pub-rejected.jpg"},
+    "other": {"pub-approved.jpg", "pub-pending.jpg", "their-approved.jpg"},
+    "anonymous": {"pub-approved.jpg", "pub-pending.jpg"},
+    "staff": {s[1] for s in permission_world.SPEC},
+}
+GALLERIES = {
+    "owner": {"Owner private", "Owner public"},
+    "other": {"Owner public", "Other private"},
+    "anonymous": {"Owner public"},
+}
+ALL_NAMES = {s[1] for s in permission_world.SPEC}
+
+
+def _names_in(content):
+    return {name for name in ALL_NAMES if name.encode() in content}
+
+
+@pytest.fixture
+def embedded_world(world):
+    world.embed()
+    for gallery in world.galleries.values():
+        services.gallery_rebuild_index(gallery_id=gallery.pk)
+    return world
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_no_listing_or_result_names_an_image_the_persona_may_not_see(client, embedded_world, persona):
+    world = embedded_world
+    client = client_for(client, world, persona)
+    allowed = VISIBLE[persona]
+    # Rejected images are in no result for anyone, staff included.
+    results_allowed = {n for n in allowed if "rejected" not in n}
+
+    home = client.get(reverse("home")).content.decode()
+    if persona in GALLERIES:
+        for title in {"Owner private", "Owner public", "Other private"}:
+            assert (title in home) == (title in GALLERIES[persona]), (persona, title)
+
+    seen = set()
+    for key in ("private", "public", "theirs"):
+        response = client.get(reverse("gallery_detail", args=[world.galleries[key].slug]))
+        if response.status_code == 200:
+            listed = {img.original_name for img in response.context["page"].object_list}
+            assert listed <= allowed, (persona, key, listed - allowed)
+            assert _names_in(response.content) <= allowed
+            seen |= listed
+    assert seen == allowed
+
+    queried = 0
+    for name in sorted(allowed):
+        image = world.image(name)
+        api = client.get(reverse("api_similar", args=[image.pk]))
+        assert api.status_code == 200
+        got = {r["name"] for r in api.json()["results"]}
+        assert got <= results_allowed - {name}, (persona, name, got - results_allowed)
+        same_gallery = {n for n in results_allowed if world.image(n).gallery_id == image.gallery_id} - {name}
+        assert got == same_gallery, (persona, name)
+        page = client.get(reverse("image_similar", args=[image.pk]))
+        assert {m.image.original_name for m in page.context["matches"]} == got
+        queried += 1
+    assert queried == len(allowed)
+
+    # A near-duplicate of the rejected public image as an outside query: the rejected
+    # image is the nearest vector in the gallery, and still no one gets it back.
+    query = imagegen.encode(imagegen.near_duplicate(imagegen.scene(20), 7))
+    response = client.post(
+        reverse("api_search", args=[world.galleries["public"].slug]),
+        {"image": SimpleUploadedFile("q.jpg", query, "image/jpeg")},
+    )
+    assert response.status_code == 200
+    got = [r["name"] for r in response.json()["results"]]
+    assert got[0] == "pub-approved.jpg"
+    assert set(got) == {n for n in results_allowed if n.startswith("pub-")}
