@@ -25,6 +25,14 @@ cleanup() {
   echo
   echo "Stopping..."
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Give each process 15 s for a warm shutdown (a worker finishes its batch), then stop it hard.
+  for _ in $(seq 75); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
