@@ -146,7 +146,11 @@ class Image(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["gallery", "sha256"], name="unique_image_per_gallery"),
         ]
-        indexes = [models.Index(fields=["gallery", "embedding_state"])]
+        indexes = [
+            models.Index(fields=["gallery", "embedding_state"]),
+            # Search reads "embedded since the last index build" of one gallery on every query.
+            models.Index(fields=["gallery", "embedded_at"], name="image_gallery_embedded_at"),
+        ]
 
     def __str__(self):
         return self.original_name
