@@ -177,6 +177,8 @@ if S3_BUCKET:
         "querystring_auth": True,
         "querystring_expire": env_int("IMAGESEARCH_S3_URL_EXPIRE", 300, minimum=10),
         "file_overwrite": False,
+        # Signature V4: the URL states its lifetime (X-Amz-Expires); V2 is refused by newer regions.
+        "signature_version": "s3v4",
     }
     for _opt, _var in [
         ("region_name", "AWS_S3_REGION_NAME"),
