@@ -24,7 +24,8 @@ def _respond(request, status, title, message, template="errors/_error.html", **e
 def bad_request(request, exception=None):
     max_mb = settings.IMAGESEARCH_MAX_UPLOAD_BYTES // (1024 * 1024)
     max_files = settings.IMAGESEARCH_MAX_FILES_PER_REQUEST
-    limits = {"max_upload_mb": max_mb, "max_files": max_files}
+    max_request_mb = getattr(settings, "IMAGESEARCH_MAX_REQUEST_BYTES", 0) // (1024 * 1024)
+    limits = {"max_upload_mb": max_mb, "max_files": max_files, "max_request_mb": max_request_mb}
     if isinstance(exception, RequestDataTooBig):
         return _respond(
             request, 413, "Upload too large",

@@ -54,8 +54,8 @@ def new_page(browser, live_server):
     """Open pages in fresh browser contexts (separate cookies); fail the test on any script error."""
     contexts, errors = [], []
 
-    def make(width=1280, height=900):
-        context = browser.new_context(base_url=live_server.url, viewport={"width": width, "height": height})
+    def make(width=1280, height=900, **options):
+        context = browser.new_context(base_url=live_server.url, viewport={"width": width, "height": height}, **options)
         context.set_default_timeout(15_000)
         contexts.append(context)
         page = context.new_page()
