@@ -126,7 +126,8 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
     want = offset + k
     vector = np.asarray(vector, dtype=np.float32).reshape(embeddings.DIM)  # (512,)
     version = embeddings.version()
-    base = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version)
+    # No ORDER BY: results are ranked by distance here, never by the model's ordering.
+    base = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version).order_by()
     if exclude_id is not None:
         base = base.exclude(pk=exclude_id)
 
@@ -138,23 +139,22 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
     if build is not None and build.item_count:
         ref = index.Ref(gallery.pk, build.version, build.checksum, build.n_trees, build.item_count)
         try:
-            pks, dist, images = _search_indexed(base, ref, build.snapshot_at, vector, want, max_distance)
+            pks, dist = _search_indexed(base, ref, build.snapshot_at, vector, want, max_distance)
         except index.IndexUnavailable as exc:
             logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
             _queue_rebuild(gallery.pk)
         else:
-            return _matches(pks, dist, images, offset, want)
+            return _matches(pks, dist, offset, want)
     pks, dist = _exact(base, vector[None, :], want)
     pks, dist = pks[0], dist[0]
     if max_distance is not None:
         keep = dist <= max_distance
         pks, dist = pks[keep], dist[keep]
-    images = base.filter(pk__in=pks[offset:want].tolist()).defer("embedding").in_bulk()
-    return _matches(pks, dist, images, offset, want)
+    return _matches(pks, dist, offset, want)
 
 
 def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
-    """Return (pks, distances, {pk: Image}) of the best `want` visible candidates, nearest first."""
+    """Return (pks, distances) of at least the best `want` visible candidates, nearest first."""
     # The delta: images embedded after the build read the table, plus any embedded
     # shortly before but committed too late to be read (not in the index).
     recent = list(base.filter(embedded_at__gt=snapshot_at - SNAPSHOT_MARGIN).values_list("pk", "embedded_at"))
@@ -182,18 +182,19 @@ def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
         if max_distance is not None:
             keep = dist <= max_distance
             pks, dist = pks[keep], dist[keep]
-        images = base.filter(pk__in=pks.tolist()).defer("embedding").in_bulk()
+        # The one visibility query: pks only, the few shown rows are fetched later.
+        visible = np.isin(pks, np.array(list(base.filter(pk__in=pks.tolist()).values_list("pk", flat=True)), dtype=np.int64))
         exhausted = n >= ref.item_count or len(found_pks) < n
         beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
-        if len(images) >= want or exhausted or beyond:
-            visible = np.isin(pks, np.fromiter(images, dtype=np.int64, count=len(images)))
-            return pks[visible], dist[visible], images
+        if visible.sum() >= want or exhausted or beyond:
+            return pks[visible], dist[visible]
         n = min(ref.item_count, n * 4)
 
 
-def _matches(pks, dist, images, offset, want):
+def _matches(pks, dist, offset, want):
     """Turn ranked visible (pks, distances) into Match rows for the page [offset, want)."""
-    page = zip(pks[offset:want].tolist(), dist[offset:want].tolist())
+    page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist()))
+    images = Image.objects.defer("embedding").in_bulk([pk for pk, _ in page])
     # A row deleted between the ranking and the fetch is skipped, not an error.
     return [Match(image=images[pk], distance=max(d, 0.0), rank=offset + r + 1) for r, (pk, d) in enumerate(page) if pk in images]
 
@@ -277,3 +278,30 @@ def rejected_neighbours(*, image, k=5):
     order = np.argsort(dist)[:k]
     objs = Image.objects.in_bulk([int(pks[i]) for i in order])
     return [Match(image=objs[int(pks[i])], distance=float(dist[i]), rank=r + 1) for r, i in enumerate(order)]
+
+
+def index_recall(*, gallery, sample=200, k=10, seed=0):
+    """Measure served "find similar" results against exact search on a sample of the gallery.
+
+    Each sampled image is a query (excluding itself) answered as its owner sees
+    it. Return {"queries", "k", "recall", "worst", "index_version", "index_items"}:
+    recall@k is the mean share of the exact k nearest that the served k contain.
+    """
+    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embeddings.version())
+    pks = np.array(rows.order_by("pk").values_list("pk", flat=True), dtype=np.int64)  # (N,)
+    build = gallery.current_build()
+    info = {"queries": 0, "k": k, "recall": None, "worst": None,
+            "index_version": build.version if build else None, "index_items": build.item_count if build else 0}
+    if len(pks) < 2:
+        return info
+    chosen = np.random.default_rng(seed).choice(pks, size=min(sample, len(pks)), replace=False)  # (S,)
+    found = dict(rows.filter(pk__in=chosen.tolist()).values_list("pk", "embedding"))
+    chosen = [int(pk) for pk in chosen if int(pk) in found]
+    queries = _vectors([found[pk] for pk in chosen])  # (S, 512)
+    truth = exact_search(gallery=gallery, vectors=queries, k=k, exclude_ids=chosen)
+    recalls = []
+    for pk, vec, exact in zip(chosen, queries, truth):
+        served = {m.image.pk for m in search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)}
+        recalls.append(len(served & set(exact)) / len(exact) if exact else 1.0)
+    info.update(queries=len(recalls), recall=float(np.mean(recalls)), worst=float(np.min(recalls)))
+    return info
