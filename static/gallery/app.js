@@ -46,7 +46,7 @@
     box.hidden = false;
     var parts = [totals.added + " added", totals.duplicate + " duplicate" + (totals.duplicate === 1 ? "" : "s"), totals.rejected + " rejected"];
     if (totals.finished < totals.files) {
-      box.textContent = "Uploading " + (totals.finished + 1) + " of " + totals.files + "… (" + parts.join(", ") +
+      box.textContent = "Uploading… " + totals.finished + " of " + totals.files + " done (" + parts.join(", ") +
         "). You can keep browsing this gallery; links open in a new tab until the uploads finish.";
     } else {
       box.textContent = totals.files + " file" + (totals.files === 1 ? "" : "s") + " sent: " + parts.join(", ") + ".";

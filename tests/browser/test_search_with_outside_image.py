@@ -18,7 +18,7 @@ def test_dropping_an_outside_picture_lists_its_neighbours(page, embedded_gallery
     page.goto(gallery.get_absolute_url())
     page.get_by_label("results").select_option("6")
 
-    with page.expect_navigation():
+    with page.expect_navigation(timeout=120_000):  # the web process may load the model first
         drop_files(page, "#search-form", [("holiday-shot.png", "image/png", outside)])
     expect(page).to_have_url(f"/g/{gallery.slug}/search/")
     expect(page.locator("#query-title")).to_have_text("holiday-shot.png")
@@ -40,7 +40,7 @@ def test_a_file_that_is_not_a_picture_gets_a_readable_error(page, embedded_galle
     gallery, _worker = embedded_gallery
     log_in(page, "owner", "pw-owner-123")
     page.goto(gallery.get_absolute_url())
-    with page.expect_navigation():
+    with page.expect_navigation(timeout=120_000):  # the web process may load the model first
         drop_files(page, "#search-form", [("notes.jpg", "image/jpeg", bytes(range(256)) * 8)])
     expect(page.locator(".note-bad[role=alert]")).to_contain_text("not an image")
     expect(page.locator("#results")).to_have_count(0)
