@@ -7,7 +7,7 @@ from itertools import islice
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
 from django.http import Http404
 from django.utils import timezone
 
@@ -69,8 +69,17 @@ def gallery_status(*, gallery):
     for row in gallery.images.values("embedding_state").annotate(n=Count("pk")):
         counts[row["embedding_state"]] = row["n"]
     window = 60
-    recent = gallery.images.filter(embedded_at__gte=timezone.now() - timedelta(seconds=window)).count()
-    rate = recent / window
+    now = timezone.now()
+    recent = gallery.images.filter(embedded_at__gte=now - timedelta(seconds=window)).aggregate(
+        n=Count("pk"), since=Min("claimed_at")
+    )
+    # Images per second over the last minute; when the work began less than a
+    # minute ago, over the time since its first claim (a batch is written at its
+    # end, so counting from the first write would overstate the rate).
+    elapsed = window
+    if recent["since"] is not None:
+        elapsed = min(window, max((now - recent["since"]).total_seconds(), 1.0))
+    rate = recent["n"] / elapsed
     remaining = counts[EmbeddingState.PENDING] + counts[EmbeddingState.PROCESSING]
     total = sum(counts.values())
     build = gallery.current_build()
