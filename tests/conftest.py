@@ -27,6 +27,16 @@ def isolated_files(settings, tmp_path):
     index.evict()
 
 
+@pytest.fixture(autouse=True)
+def broker_backoff_reset():
+    """A publish failure in one test must not make the next one skip the broker."""
+    from gallery import services
+
+    services._broker_down_until = 0.0
+    yield
+    services._broker_down_until = 0.0
+
+
 @pytest.fixture
 def make_user(db):
     def make(username, **extra):
