@@ -80,3 +80,21 @@ def test_images_uploaded_while_redis_is_down_wait_in_pending_and_all_become_read
     assert not Image.objects.filter(gallery=gallery).exclude(embedding_state=EmbeddingState.READY).exists()
     assert "re-queued" in worker.output(), "the reconciler, not a person, queued the pending images"
     print(f"160 uploads during the outage took {upload_seconds:.1f}s")
+
+
+def test_after_a_failed_publish_uploads_skip_the_broker_briefly_then_try_again(monkeypatch):
+    from gallery import tasks
+
+    calls = []
+
+    def broker_down(ids):
+        calls.append(ids)
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(tasks.embed_images, "delay", broker_down)
+    services._enqueue_embedding([1])
+    services._enqueue_embedding([2])  # within the back-off: not even tried, stays pending
+    assert calls == [[1]]
+    monkeypatch.setattr(services, "_broker_down_until", time.monotonic() - 1)
+    services._enqueue_embedding([3])
+    assert calls == [[1], [3]]
