@@ -1,0 +1,222 @@
+"""HTTP benchmark of search: "find similar" (GET /api/images/<pk>/similar) served
+by gunicorn on loopback from a 100,000-image gallery, 8 concurrent clients.
+(Not named bench/http.py: a file http.py beside a script shadows the standard
+library's http package for every script in bench/.)
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchdb .venv/bin/python bench/search_http.py
+    .venv/bin/python bench/search_http.py --items 20000 --duration 20     # quick, SQLite
+
+The gallery's vectors are synthetic (clustered 512-d unit vectors, as
+bench/search.py) written straight into the database with bulk_create; the index
+is built by the product's own rebuild service (its time is reported too). The
+gallery is kept between runs in the chosen database (delete it with --fresh).
+gunicorn runs as `make web` does (2 workers x 4 threads). Each client thread
+keeps one HTTP/1.1 connection, signs in with a session cookie (Basic auth
+would hash the password on every request, and time the hash, not the search),
+and asks for the 12 nearest of a random image, until --requests or --duration
+is reached. Latency is measured per request at the client; p50/p99 and every
+non-200 answer are reported, with the machine's load before and after.
+"""
+
+import argparse
+import http.client
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from search import Clusters  # noqa: E402  (bench/search.py: the same synthetic data)
+
+SLUG = "bench-http"
+
+
+def setup_gallery(items, fresh):
+    """Create (or reuse) the benchmark gallery; return (owner, gallery, image pks)."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from gallery import embeddings, services
+    from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+
+    call_command("migrate", verbosity=0)
+    User = get_user_model()
+    owner, _ = User.objects.get_or_create(username="bench-owner")
+    gallery = Gallery.objects.filter(slug=SLUG).first()
+    if gallery is not None and (fresh or gallery.images.count() != items):
+        gallery.delete()
+        gallery = None
+    if gallery is None:
+        gallery = Gallery.objects.create(owner=owner, title="HTTP bench", slug=SLUG)
+        vecs = Clusters(items, seed=items).sample(items, seed=1)  # (N, 512)
+        version = embeddings.version()
+        at = timezone.now() - timedelta(hours=1)  # embedded well before the build: no delta
+        t = time.perf_counter()
+        for start in range(0, items, 2000):
+            Image.objects.bulk_create(
+                [
+                    Image(
+                        gallery=gallery, file=f"images/bench/{start + i}.jpg", original_name=f"{start + i}.jpg",
+                        sha256=f"bench-{start + i}", width=224, height=224, byte_size=1, content_type="image/jpeg",
+                        embedding_state=EmbeddingState.READY, embedding=Image.pack_vector(v), embedding_version=version,
+                        embedded_at=at, moderation_state=ModerationState.APPROVED,
+                    )
+                    for i, v in enumerate(vecs[start : start + 2000])
+                ]
+            )
+        print(f"inserted {items:,} images in {time.perf_counter() - t:.1f} s")
+    if gallery.current_build() is None or gallery.current_build().item_count != items:
+        t = time.perf_counter()
+        build = services.gallery_rebuild_index(gallery_id=gallery.pk)
+        print(f"rebuild from the database: {build.item_count:,} items, {build.n_trees} trees, {time.perf_counter() - t:.1f} s "
+              f"(index build {build.duration_seconds:.1f} s as recorded)")
+    pks = list(gallery.images.values_list("pk", flat=True))
+    return owner, gallery, pks
+
+
+def session_cookie(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def get(conn, path, cookie):
+    conn.request("GET", path, headers={"Cookie": cookie, "Accept": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, body
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=6000, help="stop after this many requests in all")
+    parser.add_argument("--duration", type=float, default=90.0, help="or after this many seconds")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--fresh", action="store_true", help="recreate the gallery")
+    args = parser.parse_args()
+
+    var = Path(os.environ.get("IMAGESEARCH_VAR_DIR") or tempfile.mkdtemp(prefix="bench-http-"))
+    env = dict(os.environ)
+    env.setdefault("IMAGESEARCH_VAR_DIR", str(var))
+    env.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
+    env.setdefault("IMAGESEARCH_VGG16_WEIGHTS", "none")
+    env["DJANGO_DEBUG"] = "0"
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagesearch.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    owner, gallery, pks = setup_gallery(args.items, args.fresh)
+    cookie = session_cookie(owner)
+    print(f"database: {connection.vendor}; gallery {gallery.slug}: {len(pks):,} images")
+    connection.close()
+
+    cmd = [
+        str(ROOT / ".venv/bin/gunicorn"), "imagesearch.wsgi", "--bind", f"127.0.0.1:{args.port}",
+        "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "warning",
+    ]
+    log = open(var / "gunicorn.log", "ab")
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+                status, _ = get(conn, f"/api/galleries/{SLUG}/status", cookie)
+                conn.close()
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit(f"gunicorn did not answer; see {var / 'gunicorn.log'}")
+            time.sleep(0.5)
+        # Warm-up: every worker process verifies and maps the index on its first query.
+        rng = random.Random(0)
+        conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=60)
+        t = time.perf_counter()
+        for _ in range(40):
+            status, body = get(conn, f"/api/images/{rng.choice(pks)}/similar", cookie)
+            assert status == 200, (status, body[:300])
+        conn.close()
+        print(f"warm-up: 40 requests in {time.perf_counter() - t:.1f} s")
+
+        load_before = os.getloadavg()
+        latencies, errors = [], []
+        lock = threading.Lock()
+        stop_at = time.monotonic() + args.duration
+        budget = [args.requests]
+
+        def client(seed):
+            r = random.Random(seed)
+            conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+            mine = []
+            while time.monotonic() < stop_at:
+                with lock:
+                    if budget[0] <= 0:
+                        break
+                    budget[0] -= 1
+                path = f"/api/images/{r.choice(pks)}/similar"
+                t0 = time.perf_counter()
+                try:
+                    status, body = get(conn, path, cookie)
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+                    status, body = None, repr(exc).encode()
+                mine.append(time.perf_counter() - t0)
+                if status != 200:
+                    with lock:
+                        errors.append((path, status, body[:200]))
+            conn.close()
+            with lock:
+                latencies.extend(mine)
+
+        t = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(args.duration + 60)
+        wall = time.perf_counter() - t
+        ms = np.array(latencies) * 1e3
+        print(f"load (1/5/15 min) before {tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}")
+        print(
+            f"{len(ms)} requests, {args.clients} clients, {wall:.1f} s, {len(ms) / wall:.0f} req/s: "
+            f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
+            f"max {ms.max():.1f} ms; errors {len(errors)}"
+        )
+        for e in errors[:5]:
+            print("  error:", e)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
