@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Import from the project root, not from bench/: a script there must not shadow a stdlib module.
+sys.path[0] = str(ROOT)
 VGG16_GFLOP = 30.9  # multiply-adds x 2 of the 13 conv layers at 224x224 (the head is not run)
 
 
