@@ -163,41 +163,56 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
 
 
 def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
-    """Return (pks, distances) of at least the best `want` visible candidates, nearest first."""
-    # The delta: images embedded after the build read the table, plus any embedded
-    # shortly before but committed too late to be read (not in the index).
-    recent = list(base.filter(embedded_at__gt=snapshot_at - SNAPSHOT_MARGIN).values_list("pk", "embedded_at"))
-    delta_pks = np.array([pk for pk, _ in recent], dtype=np.int64)  # (D,)
-    if len(delta_pks):
-        after = np.array([at > snapshot_at for _, at in recent], dtype=bool)
-        delta_pks = delta_pks[after | ~index.contains(ref, delta_pks)]
-    if len(delta_pks):
-        rows = list(base.filter(pk__in=delta_pks.tolist()).values_list("pk", "embedding"))
-        delta_pks = np.array([pk for pk, _ in rows], dtype=np.int64)  # (D,)
-        delta_dist = 1.0 - _vectors([e for _, e in rows]) @ vector  # (D,)
-    else:
-        delta_dist = np.zeros(0, dtype=np.float32)
+    """Return (pks, distances) of at least the best `want` visible candidates, nearest first.
 
+    One query per round answers both questions the index cannot: which
+    candidates `user` may see, and which images are newer than the index (the
+    delta). Their vectors are fetched only when there is a delta.
+    """
+    cutoff = snapshot_at - SNAPSHOT_MARGIN
+    delta_pks = delta_dist = None
     # Hidden, rejected or deleted items still in the index may crowd the first
     # candidates out: ask the index for more until `want` visible ones are found.
     n = min(ref.item_count, max(2 * want, want + 32))
     while True:
         found_pks, found_dist = index.search(ref, vector, n)  # (M,), (M,) nearest first
-        stale = np.isin(found_pks, delta_pks)  # re-embedded since the build: the delta's vector wins
-        pks = np.concatenate([found_pks[~stale], delta_pks])
-        dist = np.concatenate([found_dist[~stale], delta_dist]).astype(np.float32)
+        rows = list(
+            base.filter(Q(pk__in=found_pks.tolist()) | Q(embedded_at__gt=cutoff)).values_list("pk", "embedded_at")
+        )
+        if delta_pks is None:
+            delta_pks, delta_dist = _delta(base, ref, snapshot_at, cutoff, rows, vector)
+        visible_found = np.isin(found_pks, np.array([pk for pk, _ in rows], dtype=np.int64))  # (M,)
+        visible_found &= ~np.isin(found_pks, delta_pks)  # re-embedded since the build: the delta's vector wins
+        pks = np.concatenate([found_pks[visible_found], delta_pks])
+        dist = np.concatenate([found_dist[visible_found], delta_dist]).astype(np.float32)
         order = np.lexsort((pks, dist))  # nearest first, ties by pk: stable across calls
         pks, dist = pks[order], dist[order]
         if max_distance is not None:
             keep = dist <= max_distance
             pks, dist = pks[keep], dist[keep]
-        # The one visibility query: pks only, the few shown rows are fetched later.
-        visible = np.isin(pks, np.array(list(base.filter(pk__in=pks.tolist()).values_list("pk", flat=True)), dtype=np.int64))
         exhausted = n >= ref.item_count or len(found_pks) < n
         beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
-        if visible.sum() >= want or exhausted or beyond:
-            return pks[visible], dist[visible]
+        if len(pks) >= want or exhausted or beyond:
+            return pks, dist
         n = min(ref.item_count, n * 4)
+
+
+def _delta(base, ref, snapshot_at, cutoff, rows, vector):
+    """Return (pks (D,), distances (D,)) of visible images the index does not hold.
+
+    Those embedded after the build read the table, plus any embedded shortly
+    before it whose transaction committed too late to be read.
+    """
+    recent = [(pk, at) for pk, at in rows if at is not None and at > cutoff]
+    pks = np.array([pk for pk, _ in recent], dtype=np.int64)  # (R,)
+    if len(pks):
+        after = np.array([at > snapshot_at for _, at in recent], dtype=bool)
+        pks = pks[after | ~index.contains(ref, pks)]
+    if not len(pks):
+        return pks, np.zeros(0, dtype=np.float32)
+    found = list(base.filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+    pks = np.array([pk for pk, _ in found], dtype=np.int64)  # (D,)
+    return pks, 1.0 - _vectors([e for _, e in found]) @ vector  # (D,)
 
 
 def _matches(pks, dist, offset, want):
