@@ -7,6 +7,7 @@ One index per gallery and build version, three files:
   vNNNNNN.vec.npy  (N, 512) float32 unit vectors, row i = position i: candidates
                    are re-ranked by exact cosine distance from this memory-mapped
                    copy, so a query needs no database round trip for vectors
+  vNNNNNN.verified local only: this host checked the files against the checksum
 Files are built under temporary names and published with an atomic rename into
 IMAGESEARCH_INDEX_DIR, which is also a cache: the published copy lives in the
 storage backend (local disk or S3), so a web process on another host fetches it
@@ -19,6 +20,7 @@ the sizes and the checksum of all three files have been verified.
 """
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -175,6 +177,7 @@ def build(gallery_id, version, ids, vectors, seed=0):
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    _mark_verified(finals, checksum)  # hashed just above, from these very bytes
     for local, remote in zip(finals, _remote_names(gallery_id, version)):
         _publish(local, remote)
     return BuiltIndex(version=version, item_count=len(ids), n_trees=n_trees, checksum=checksum, size_bytes=size)
@@ -247,16 +250,26 @@ def _npy_rows(path, dtype, row_shape):
 def _open(ref):
     ann_path, ids_path, vec_path = _local_paths(ref.gallery_id, ref.version)
     remote_ann, remote_ids, remote_vec = _remote_names(ref.gallery_id, ref.version)
-    for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (ann_path, remote_ann)):
-        _fetch(local, remote)
+    try:
+        for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (ann_path, remote_ann)):
+            _fetch(local, remote)
+    except IndexUnavailable:
+        raise
+    except Exception as exc:  # storage down or refusing: try again later, search exactly meanwhile
+        raise _Missing(f"v{ref.version} cannot be fetched: {type(exc).__name__}: {exc}") from exc
+    paths = (ann_path, ids_path, vec_path)
     try:
         if _npy_rows(ids_path, "<i8", ()) != ref.item_count or _npy_rows(vec_path, "<f4", (DIM,)) != ref.item_count:
             raise IndexUnavailable(f"v{ref.version}: item count differs from its build record")
         # Size first (cheap), then every byte: Annoy trusts its file blindly.
         if os.path.getsize(ann_path) < ref.item_count * DIM * 4:
             raise IndexUnavailable(f"{ann_path.name} is truncated")
-        if not ref.checksum or _checksum((ann_path, ids_path, vec_path)) != ref.checksum:
-            raise IndexUnavailable(f"v{ref.version} does not match its checksum")
+        if not ref.checksum:
+            raise IndexUnavailable(f"v{ref.version} has no checksum")
+        if not _verified(paths, ref.checksum):
+            if _checksum(paths) != ref.checksum:
+                raise IndexUnavailable(f"v{ref.version} does not match its checksum")
+            _mark_verified(paths, ref.checksum)
         ids = np.load(ids_path, allow_pickle=False)  # (N,) int64, small: read into RAM
         vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # (N, 512) float32, shared page cache
         index = AnnoyIndex(DIM, METRIC)
@@ -268,6 +281,44 @@ def _open(ref):
     if index.get_n_items() != ref.item_count:
         raise IndexUnavailable(f"{ann_path.name} holds {index.get_n_items()} items, not {ref.item_count}")
     return _Loaded(index, ids, vectors)
+
+
+# Hashing a version costs about a second per 500 MB (4 GB at a million images);
+# every web process would pay it on its first query after each rebuild. So the
+# first process on a host to verify a version (or the builder, which hashed
+# the files it wrote) leaves a marker naming the checksum and each file's
+# size, mtime and inode; others trust files that still match it. Rewriting or
+# truncating a file changes those, and the next load hashes again.
+
+
+def _marker_path(paths):
+    return paths[0].with_suffix(".verified")
+
+
+def _stat_key(paths):
+    return [[st.st_size, st.st_mtime_ns, st.st_ino] for st in (os.stat(p) for p in paths)]
+
+
+def _verified(paths, checksum):
+    try:
+        marker = json.loads(_marker_path(paths).read_text())
+        return marker == {"checksum": checksum, "files": _stat_key(paths)}
+    except (OSError, ValueError):
+        return False
+
+
+def _mark_verified(paths, checksum):
+    marker = _marker_path(paths)
+    fd, tmp = tempfile.mkstemp(dir=marker.parent, suffix=".verified.tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"checksum": checksum, "files": _stat_key(paths)}, fh)
+        os.replace(tmp, marker)
+    except OSError:  # a read-only cache still works, it just hashes every time
+        logger.warning("cannot write %s", marker, exc_info=True)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _load(ref):

@@ -116,3 +116,18 @@ def test_a_corrupt_index_cannot_crash_another_process(built, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=live.ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "does not match its checksum" in proc.stdout
+
+
+def test_a_version_verified_on_this_host_is_not_hashed_again_by_another_process(built, owner, monkeypatch):
+    gallery, images, vecs, build = built
+    calls = []
+    real = index._checksum
+    monkeypatch.setattr(index, "_checksum", lambda paths: calls.append(1) or real(paths))
+    index.evict()  # as a freshly started web process
+    assert len(selectors.similar_images(user=owner, image=images[0], k=5)) == 5
+    assert calls == []  # the builder left the marker; sizes, mtimes and inodes still match
+    _corrupt_middle(_paths(build)[2])  # rewriting a file invalidates the marker
+    index.evict()
+    got = selectors.similar_images(user=owner, image=images[0], k=10)
+    assert calls == [1] and index.is_broken(gallery.pk, build.version)
+    assert [m.image.pk for m in got] == _exact(gallery, vecs[0], exclude=images[0].pk)
