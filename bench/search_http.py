@@ -15,7 +15,9 @@ keeps one HTTP/1.1 connection, signs in with a session cookie (Basic auth
 would hash the password on every request, and time the hash, not the search),
 and asks for the 12 nearest of a random image, until --requests or --duration
 is reached. Latency is measured per request at the client; p50/p99 and every
-non-200 answer are reported, with the machine's load before and after.
+non-200 answer are reported, with the machine's load before and after and the
+CPU time gunicorn and the clients spent per request (what a request costs,
+whatever else the machine is running).
 """
 
 import argparse
@@ -82,6 +84,14 @@ def setup_gallery(items, fresh):
         build = services.gallery_rebuild_index(gallery_id=gallery.pk)
         print(f"rebuild from the database: {build.item_count:,} items, {build.n_trees} trees, {time.perf_counter() - t:.1f} s "
               f"(index build {build.duration_seconds:.1f} s as recorded)")
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # Fresh statistics, as autovacuum would gather after a bulk import: without
+        # them the planner scans the whole gallery for a 42-row lookup.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE gallery_image")
+            cursor.execute("ANALYZE gallery_gallery")
     pks = list(gallery.images.values_list("pk", flat=True))
     return owner, gallery, pks
 
@@ -101,6 +111,22 @@ def get(conn, path, cookie):
     return response.status, body
 
 
+def group_cpu_seconds(pgid):
+    """CPU seconds (user + system) used so far by every process of a process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -111,6 +137,7 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--fresh", action="store_true", help="recreate the gallery")
+    parser.add_argument("--setup-only", action="store_true", help="create the gallery and its index, then stop")
     args = parser.parse_args()
 
     var = Path(os.environ.get("IMAGESEARCH_VAR_DIR") or tempfile.mkdtemp(prefix="bench-http-"))
@@ -130,6 +157,8 @@ def main():
     cookie = session_cookie(owner)
     print(f"database: {connection.vendor}; gallery {gallery.slug}: {len(pks):,} images")
     connection.close()
+    if args.setup_only:
+        return
 
     cmd = [
         str(ROOT / ".venv/bin/gunicorn"), "imagesearch.wsgi", "--bind", f"127.0.0.1:{args.port}",
@@ -193,18 +222,27 @@ def main():
                 latencies.extend(mine)
 
         t = time.perf_counter()
+        server_cpu = group_cpu_seconds(server.pid)
+        client_cpu = time.process_time()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
         for th in threads:
             th.start()
         for th in threads:
             th.join(args.duration + 60)
         wall = time.perf_counter() - t
+        server_cpu = group_cpu_seconds(server.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
         ms = np.array(latencies) * 1e3
         print(f"load (1/5/15 min) before {tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}")
         print(
             f"{len(ms)} requests, {args.clients} clients, {wall:.1f} s, {len(ms) / wall:.0f} req/s: "
             f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
             f"max {ms.max():.1f} ms; errors {len(errors)}"
+        )
+        n = max(len(ms), 1)
+        print(
+            f"CPU per request: server {server_cpu / n * 1e3:.1f} ms, clients {client_cpu / n * 1e3:.1f} ms "
+            f"(server {server_cpu:.0f} CPU-s, i.e. {server_cpu / wall:.2f} of the {os.cpu_count()} cores, over {wall:.0f} s)"
         )
         for e in errors[:5]:
             print("  error:", e)

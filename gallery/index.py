@@ -364,18 +364,19 @@ def _load(ref):
     return loaded
 
 
-def search(ref, vector, n):
+def search(ref, vector, n, search_k=None):
     """Return the approximate `n` nearest items of an index version to `vector`.
 
     Returns (pks, distances): (M,) int64 and (M,) float32 cosine distances
     (1 - cos) computed exactly from the stored vectors, M <= n, nearest first,
-    ties by pk. Raises IndexUnavailable when the index cannot be used.
+    ties by pk. `search_k` overrides search_k_for() (for benchmarks). Raises
+    IndexUnavailable when the index cannot be used.
     """
     loaded = _load(ref)
     query = np.asarray(vector, dtype=np.float32).reshape(DIM)  # (512,)
     n = min(n, ref.item_count)
     positions = loaded.index.get_nns_by_vector(
-        query.tolist(), n, search_k=search_k_for(ref.n_trees, n, ref.item_count)
+        query.tolist(), n, search_k=search_k or search_k_for(ref.n_trees, n, ref.item_count)
     )
     positions = np.asarray(positions, dtype=np.int64)  # (M,)
     distances = 1.0 - loaded.vectors[positions] @ query  # (M,) exact re-rank
