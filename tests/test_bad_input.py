@@ -308,6 +308,7 @@ def test_a_request_larger_than_the_request_limit_is_refused_before_it_is_read(cl
     response = client.post(reverse("gallery_upload", args=[gallery.slug]), body, content_type=content_type)
     assert response.status_code == 413
     assert "too large" in response.content.decode().lower()
+    assert owner.username in response.content.decode()  # the page still knows who is signed in
     api = client.post(reverse("api_upload", args=[gallery.slug]), body, content_type=content_type)
     assert api.status_code == 413 and "error" in api.json()
     assert not Image.objects.filter(gallery=gallery).exists()
