@@ -299,6 +299,10 @@ def _latest_build(field):
     )
 
 
+def _count_column(name, description):
+    return admin.display(description=description, ordering=name)(lambda self, obj: getattr(obj, name))
+
+
 @admin.register(Gallery)
 class GalleryAdmin(admin.ModelAdmin):
     change_form_template = "admin/gallery/gallery_change_form.html"
@@ -340,37 +344,15 @@ class GalleryAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="Images", ordering="n_images")
-    def n_images(self, obj):
-        return obj.n_images
-
-    @admin.display(description="Pending review", ordering="n_pending")
-    def n_pending(self, obj):
-        return obj.n_pending
-
-    @admin.display(description="Approved", ordering="n_approved")
-    def n_approved(self, obj):
-        return obj.n_approved
-
-    @admin.display(description="Rejected", ordering="n_rejected")
-    def n_rejected(self, obj):
-        return obj.n_rejected
-
-    @admin.display(description="Flagged", ordering="n_flagged")
-    def n_flagged(self, obj):
-        return obj.n_flagged
-
-    @admin.display(description="Embedding", ordering="n_waiting")
-    def n_waiting(self, obj):
-        return obj.n_waiting
-
-    @admin.display(description="Embedded", ordering="n_ready")
-    def n_ready(self, obj):
-        return obj.n_ready
-
-    @admin.display(description="Failed", ordering="n_failed")
-    def n_failed(self, obj):
-        return obj.n_failed
+    # One list column per annotated count (the annotations come from get_queryset).
+    n_images = _count_column("n_images", "Images")
+    n_pending = _count_column("n_pending", "Pending review")
+    n_approved = _count_column("n_approved", "Approved")
+    n_rejected = _count_column("n_rejected", "Rejected")
+    n_flagged = _count_column("n_flagged", "Flagged")
+    n_waiting = _count_column("n_waiting", "Embedding")
+    n_ready = _count_column("n_ready", "Embedded")
+    n_failed = _count_column("n_failed", "Failed")
 
     @admin.display(description="Index version", ordering="index_version")
     def index_version(self, obj):

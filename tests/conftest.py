@@ -38,6 +38,16 @@ def broker_backoff_reset():
 
 
 @pytest.fixture
+def queued(monkeypatch):
+    """Capture the image ids that would be sent to the broker (the broker is not under test)."""
+    from gallery import services
+
+    sent = []
+    monkeypatch.setattr(services, "_enqueue_embedding", lambda ids: sent.append(list(ids)))
+    return sent
+
+
+@pytest.fixture
 def make_user(db):
     def make(username, **extra):
         return get_user_model().objects.create_user(username=username, password="pw-" + username + "-123", **extra)

@@ -60,7 +60,49 @@ def worker_env(tmp_path, **extra):
     return env
 
 
-class Worker:
+class _Process:
+    """A subprocess in its own process group, logging to a file; stopped on exit."""
+
+    proc = None
+    log = None
+
+    def _spawn(self, cmd):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the whole process group (children included) and wait."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self):
+        """Ask politely (SIGTERM), then kill after 30 s."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.log:
+            self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Worker(_Process):
     """A `celery worker` subprocess (solo pool, all queues, embedded beat)."""
 
     def __init__(self, tmp_path, name="w1", beat=True, **env):
@@ -79,37 +121,8 @@ class Worker:
         ]
         if self.beat:
             cmd += ["-B", "--schedule", str(self.tmp_path / f"beat-{self.name}")]
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._spawn(cmd)
         return self
-
-    def kill(self, sig=signal.SIGKILL):
-        """Kill the worker's whole process group (beat child included) and wait."""
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=30)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def output(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def wait_for(predicate, timeout, interval=0.5, message="condition", worker=None):
@@ -191,7 +204,7 @@ class RedisServer:
         self.stop()
 
 
-class Web:
+class Web(_Process):
     """A gunicorn subprocess serving the app on a free loopback port, with the
     same database, broker, media and index directories as `Worker`."""
 
@@ -219,8 +232,7 @@ class Web:
             sys.executable, "-m", "gunicorn", "imagesearch.wsgi", "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120",
         ]
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._spawn(cmd)
         wait_for(self._answers, timeout=90, interval=0.3, message="gunicorn to answer", worker=self)
         return self
 
@@ -229,26 +241,6 @@ class Web:
             return requests.get(self.url + "/accounts/login/", timeout=5).status_code == 200
         except requests.ConnectionError:
             return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def output(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class HttpClient:

@@ -22,14 +22,6 @@ def gallery(owner):
     return services.gallery_create(owner=owner, title="Claims")
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    """Capture what would be sent to the broker (the broker is not under test here)."""
-    sent = []
-    monkeypatch.setattr(services, "_enqueue_embedding", lambda ids: sent.append(list(ids)))
-    return sent
-
-
 def add(gallery, owner, seeds):
     return [
         services.image_create(gallery=gallery, uploader=owner, data=imagegen.jpeg(s), name=f"s{s}.jpg").image.pk

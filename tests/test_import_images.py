@@ -19,14 +19,6 @@ COREL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cor
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    """What would be sent to the broker (the broker is not under test here)."""
-    sent = []
-    monkeypatch.setattr(services, "_enqueue_embedding", lambda ids: sent.append(list(ids)))
-    return sent
-
-
-@pytest.fixture
 def cli(django_capture_on_commit_callbacks):
     """Run a management command; return its output. On-commit work runs as after a real commit."""
 

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "_enqueue_embedding", lambda ids: sent.append(list(ids)))
-    return sent
-
-
-@pytest.fixture
 def gallery(owner):
     return services.gallery_create(owner=owner, title="Status", visibility="public")
 
