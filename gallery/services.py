@@ -258,16 +258,14 @@ def images_retry(*, images):
     """Put failed images back in the queue. Return how many were retried."""
     ids = list(images.filter(embedding_state=EmbeddingState.FAILED).values_list("pk", flat=True))
     Image.objects.filter(pk__in=ids).update(embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None)
-    transaction.on_commit(lambda: _enqueue_in_batches(ids))
-    return len(ids)
+    return images_queue_embedding(image_ids=ids)
 
 
 def images_reembed(*, images):
     """Embed the given images again (e.g. after a model change). Return how many were queued."""
     ids = list(images.exclude(embedding_state=EmbeddingState.PROCESSING).values_list("pk", flat=True))
     Image.objects.filter(pk__in=ids).update(embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None)
-    transaction.on_commit(lambda: _enqueue_in_batches(ids))
-    return len(ids)
+    return images_queue_embedding(image_ids=ids)
 
 
 def images_queue_embedding(*, image_ids):

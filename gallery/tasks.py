@@ -9,7 +9,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 
 from gallery import services
-from gallery.models import EmbeddingState, Gallery, Image
+from gallery.models import Gallery
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +32,6 @@ def embed_images(self, image_ids):
     done = services.images_embed(image_ids=image_ids)
     logger.info("embedded %d of %d image(s)", done, len(image_ids))
     return done
-
-
-@shared_task(acks_late=True)
-def embed_gallery_pending(gallery_id):
-    """Queue every pending image of a gallery in batches."""
-    ids = list(
-        Image.objects.filter(gallery_id=gallery_id, embedding_state=EmbeddingState.PENDING)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    services._enqueue_in_batches(ids)
-    return len(ids)
 
 
 @contextmanager

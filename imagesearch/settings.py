@@ -269,7 +269,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "gallery.tasks.embed_images": {"queue": "embed"},
-    "gallery.tasks.embed_gallery_pending": {"queue": "embed"},
     "gallery.tasks.rebuild_index": {"queue": "index"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

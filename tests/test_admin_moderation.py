@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gallery import index, selectors, services
-from gallery.models import Gallery, Image, IndexBuild, ModerationEvent, ModerationState
+from gallery.models import Gallery, Image, ModerationEvent, ModerationState
 from tests import imagegen, live
 
 pytestmark = pytest.mark.django_db

@@ -80,7 +80,7 @@ def test_the_owner_sees_a_rejected_image_marked_as_rejected_in_either_mode(setti
 @pytest.mark.parametrize("mode", ["pre", "post"])
 def test_visible_to_follows_the_mode_for_every_state(settings, public_gallery, owner, other, staff, mode):
     settings.IMAGESEARCH_MODERATION = mode
-    pending = add(public_gallery, "pending.jpg", 4)
+    add(public_gallery, "pending.jpg", 4)
     approved = add(public_gallery, "approved.jpg", 5)
     rejected = add(public_gallery, "rejected.jpg", 6)
     services.image_moderate(image=approved, actor=staff, state=ModerationState.APPROVED)

@@ -1,6 +1,5 @@
 """A visitor signs up in the browser and lands, signed in, on "New gallery"."""
 
-import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
