@@ -11,7 +11,7 @@ distribution. Wall-clock and CPU times are both printed: on a shared machine
 the wall clock includes waiting for a core. "product" is gallery.index as search uses it: Annoy candidates
 (n = 42 for k = 10, as search_vector asks) re-ranked by exact cosine distance on
 the stored vectors; the database filter of visible rows is not included here
-(bench/http.py measures the whole request).
+(bench/search_http.py measures the whole request).
 
 Every method runs in a forked child with a time limit, so one slow phase cannot
 stall the run: the ball tree's fit and its queries are bounded (at 1M x 512 a
