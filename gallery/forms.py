@@ -24,6 +24,17 @@ class SearchControlsForm(forms.Form):
     max_distance = forms.FloatField(min_value=0.0, max_value=2.0, required=False)
     page = forms.IntegerField(min_value=1, max_value=1000, required=False)
 
+    # Results reach no deeper than this rank: a deeper page would make one
+    # request pull a large part of the index as candidates.
+    MAX_DEPTH = 1000
+
+    def clean(self):
+        data = super().clean()
+        k = data.get("k") or settings.IMAGESEARCH_DEFAULT_K
+        if (data.get("page") or 1) * k > self.MAX_DEPTH:
+            self.add_error("page", f"Results go no deeper than the {self.MAX_DEPTH}th; choose an earlier page.")
+        return data
+
     def values(self):
         """Return (k, offset, max_distance, page) with defaults filled in."""
         data = self.cleaned_data if self.is_valid() else {}

@@ -125,6 +125,15 @@ def test_invalid_controls_are_a_400_with_the_fields_named(client, world, owner, 
     assert set(response.json()["fields"]) == set(query)
 
 
+def test_a_page_deeper_than_the_thousandth_result_is_a_400_on_page(client, world, owner):
+    client.force_login(owner)
+    pk = world["images"]["private"][0].pk
+    assert similar(client, pk, data={"k": 100, "page": 10}).status_code == 200
+    response = similar(client, pk, data={"k": 100, "page": 11})
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"page"}
+
+
 def test_an_image_not_yet_embedded_has_no_results_and_says_so(client, world, owner):
     img = world["images"]["private"][0]
     Image.objects.filter(pk=img.pk).update(embedding_state="pending", embedding=None)
