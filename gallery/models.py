@@ -43,7 +43,14 @@ class Gallery(models.Model):
         return self.visibility == Visibility.PUBLIC
 
     def current_build(self):
+        """The ready IndexBuild (a rebuild supersedes the previous one), or None."""
+        if hasattr(self, "_current_build"):
+            return self._current_build
         return self.index_builds.filter(status=IndexBuild.Status.READY).order_by("-version").first()
+
+    def cache_current_build(self, build):
+        """Remember the ready build read along with this row (selectors.image_for_view)."""
+        self._current_build = build
 
 
 class EmbeddingState(models.TextChoices):
@@ -73,7 +80,9 @@ class ImageQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Images `user` may see: staff see all; owners see their own galleries' images
         (rejected ones marked as such); everyone else sees approved images, and under
-        post-moderation pending ones that were not auto-flagged, in galleries they may see."""
+        post-moderation pending ones that were not auto-flagged, in galleries they may see.
+        Image.is_visible_to() and sql.visible_candidates() state the same rule for one
+        row and for one gallery; tests/test_visibility_rule.py holds them equal."""
         if user.is_authenticated and user.is_staff:
             return self
         gallery_ok = Q(gallery__visibility=Visibility.PUBLIC)
@@ -157,6 +166,20 @@ class Image(models.Model):
 
     def get_absolute_url(self):
         return reverse("image_detail", kwargs={"pk": self.pk})
+
+    def is_visible_to(self, user):
+        """ImageQuerySet.visible_to for this one row (its gallery loaded): may `user` see it?"""
+        if user.is_authenticated and (user.is_staff or self.gallery.owner_id == user.pk):
+            return True
+        if self.gallery.visibility != Visibility.PUBLIC:
+            return False
+        if self.moderation_state == ModerationState.APPROVED:
+            return True
+        return (
+            settings.IMAGESEARCH_MODERATION == "post"
+            and self.moderation_state == ModerationState.PENDING
+            and not self.flagged
+        )
 
     @property
     def vector(self):

@@ -1,5 +1,6 @@
 """Reads: what a person may see, and similarity search over the DB and the index."""
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,7 +12,7 @@ from django.db.models import Count, Min, Q
 from django.http import Http404
 from django.utils import timezone
 
-from gallery import embeddings, index
+from gallery import embeddings, index, sql
 from gallery.models import EmbeddingState, Gallery, Image, IndexBuild, ModerationState, Visibility
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,16 @@ def gallery_for_owner(*, user, slug):
 
 
 def image_for_view(*, user, pk):
-    image = Image.objects.visible_to(user).filter(pk=pk).select_related("gallery", "gallery__owner").first()
-    if image is None:
+    """Return the image with its gallery (and the gallery's current index build) loaded, or raise Http404.
+
+    Every "find similar" and thumbnail request starts here: one prepared query
+    (gallery/sql.py), then the visibility rule for the row (Image.is_visible_to).
+    """
+    found = sql.image_gallery_build(pk)
+    if found is None or not found[0].is_visible_to(user):
         raise Http404("No such image.")
+    image, gallery, build = found
+    gallery.cache_current_build(build)
     return image
 
 
@@ -124,64 +132,69 @@ EXACT_CHUNK = 4096  # rows per step of an exact scan: bounds memory at any galle
 def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None, exclude_id=None):
     """Return the nearest images of `gallery` to `vector` that `user` may see, nearest first.
 
-    Candidates come from the gallery's Annoy index plus an exact scan of images
-    embedded after it was built (the delta); every candidate is ranked by exact
-    cosine distance, and rows that are deleted, rejected, of another embedding
-    version or hidden from `user` are dropped by one database filter. When the
-    index cannot be used the whole gallery is searched exactly and a rebuild is
-    queued.
+    `gallery` is one `user` may see (gallery_for_view, image_for_view). Candidates
+    come from the gallery's Annoy index plus an exact scan of images embedded
+    after it was built (the delta); every candidate is ranked by exact cosine
+    distance, and rows that are deleted, rejected, of another embedding version
+    or hidden from `user` are dropped by one database query, which also reads
+    what a result shows. When the index cannot be used the whole gallery is
+    searched exactly and a rebuild is queued.
     """
     k = k or settings.IMAGESEARCH_DEFAULT_K
     want = offset + k
     vector = np.asarray(vector, dtype=np.float32).reshape(embeddings.DIM)  # (512,)
     version = embeddings.version()
-    # No ORDER BY: results are ranked by distance here, never by the model's ordering.
-    base = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version).order_by()
-    if exclude_id is not None:
-        base = base.exclude(pk=exclude_id)
+    sees_all = user.is_authenticated and (user.is_staff or gallery.owner_id == user.pk)
+    if not sees_all and gallery.visibility != Visibility.PUBLIC:
+        return []
 
-    build = (
-        IndexBuild.objects.filter(gallery=gallery, status=IndexBuild.Status.READY, embedding_version=version)
-        .order_by("-version")
-        .first()
-    )
-    if build is not None and build.item_count:
+    def base():
+        # No ORDER BY: results are ranked by distance here, never by the model's ordering.
+        rows = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version).order_by()
+        return rows.exclude(pk=exclude_id) if exclude_id is not None else rows
+
+    build = gallery.current_build()
+    if build is not None and build.item_count and build.embedding_version == version:
         ref = index.Ref(gallery.pk, build.version, build.checksum, build.n_trees, build.item_count)
+        candidates = functools.partial(
+            sql.visible_candidates, gallery_id=gallery.pk, embedding_version=version, exclude_id=exclude_id,
+            public_only=not sees_all, post_moderation=settings.IMAGESEARCH_MODERATION == "post",
+        )
         try:
-            pks, dist = _search_indexed(base, ref, build.snapshot_at, vector, want, max_distance)
+            pks, dist, names = _search_indexed(candidates, base, ref, build.snapshot_at, vector, want, max_distance)
         except index.IndexUnavailable as exc:
             logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
             _queue_rebuild(gallery.pk)
         else:
-            return _matches(pks, dist, offset, want)
-    pks, dist = _exact(base, vector[None, :], want)
+            return _matches(gallery, pks, dist, offset, want, names)
+    pks, dist = _exact(base(), vector[None, :], want)
     pks, dist = pks[0], dist[0]
     if max_distance is not None:
         keep = dist <= max_distance
         pks, dist = pks[keep], dist[keep]
-    return _matches(pks, dist, offset, want)
+    return _matches(gallery, pks, dist, offset, want)
 
 
-def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
-    """Return (pks, distances) of at least the best `want` visible candidates, nearest first.
+def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distance):
+    """Return (pks, distances, {pk: name}) of at least the best `want` visible candidates, nearest first.
 
-    One query per round answers both questions the index cannot: which
-    candidates `user` may see, and which images are newer than the index (the
-    delta). Their vectors are fetched only when there is a delta.
+    One query per round answers what the index cannot: which candidates the
+    viewer may see (and their names), and which images are newer than the index
+    (the delta). The delta's vectors are fetched only when there is one.
     """
     cutoff = snapshot_at - SNAPSHOT_MARGIN
     delta_pks = delta_dist = None
+    names = {}
     # Hidden, rejected or deleted items still in the index may crowd the first
     # candidates out: ask the index for more until `want` visible ones are found.
     n = min(ref.item_count, max(2 * want, want + 32))
     while True:
         found_pks, found_dist = index.search(ref, vector, n)  # (M,), (M,) nearest first
-        rows = list(
-            base.filter(Q(pk__in=found_pks.tolist()) | Q(embedded_at__gt=cutoff)).values_list("pk", "embedded_at")
-        )
+        rows = candidates(pks=found_pks.tolist(), recent_after=cutoff, new_after=snapshot_at)
+        names.update((pk, name) for pk, name, _recent, _new in rows)
         if delta_pks is None:
-            delta_pks, delta_dist = _delta(base, ref, snapshot_at, cutoff, rows, vector)
-        visible_found = np.isin(found_pks, np.array([pk for pk, _ in rows], dtype=np.int64))  # (M,)
+            delta_pks, delta_dist = _delta(base, ref, rows, vector)
+        visible_found = np.isin(found_pks, np.array([row[0] for row in rows], dtype=np.int64))  # (M,)
         visible_found &= ~np.isin(found_pks, delta_pks)  # re-embedded since the build: the delta's vector wins
         pks = np.concatenate([found_pks[visible_found], delta_pks])
         dist = np.concatenate([found_dist[visible_found], delta_dist]).astype(np.float32)
@@ -193,34 +206,44 @@ def _search_indexed(base, ref, snapshot_at, vector, want, max_distance):
         exhausted = n >= ref.item_count or len(found_pks) < n
         beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
         if len(pks) >= want or exhausted or beyond:
-            return pks, dist
+            return pks, dist, names
         n = min(ref.item_count, n * 4)
 
 
-def _delta(base, ref, snapshot_at, cutoff, rows, vector):
+def _delta(base, ref, rows, vector):
     """Return (pks (D,), distances (D,)) of visible images the index does not hold.
 
     Those embedded after the build read the table, plus any embedded shortly
     before it whose transaction committed too late to be read.
     """
-    recent = [(pk, at) for pk, at in rows if at is not None and at > cutoff]
+    recent = [(pk, new) for pk, _name, is_recent, new in rows if is_recent]
     pks = np.array([pk for pk, _ in recent], dtype=np.int64)  # (R,)
     if len(pks):
-        after = np.array([at > snapshot_at for _, at in recent], dtype=bool)
-        pks = pks[after | ~index.contains(ref, pks)]
+        new = np.array([new for _, new in recent], dtype=bool)
+        pks = pks[new | ~index.contains(ref, pks)]
     if not len(pks):
         return pks, np.zeros(0, dtype=np.float32)
-    found = list(base.filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+    found = list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
     pks = np.array([pk for pk, _ in found], dtype=np.int64)  # (D,)
     return pks, 1.0 - _vectors([e for _, e in found]) @ vector  # (D,)
 
 
-def _matches(pks, dist, offset, want):
-    """Turn ranked visible (pks, distances) into Match rows for the page [offset, want)."""
+def _matches(gallery, pks, dist, offset, want, names=None):
+    """Turn ranked visible (pks, distances) into Match rows for the page [offset, want).
+
+    A result card shows an image's name and links by pk, so its Image holds just
+    those (other fields load on access); `names` comes from the visibility query,
+    or is read here for an exact search.
+    """
     page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist()))
-    images = Image.objects.defer("embedding").in_bulk([pk for pk, _ in page])
+    if names is None:
+        names = dict(Image.objects.filter(pk__in=[pk for pk, _ in page]).values_list("pk", "original_name"))
     # A row deleted between the ranking and the fetch is skipped, not an error.
-    return [Match(image=images[pk], distance=max(d, 0.0), rank=offset + r + 1) for r, (pk, d) in enumerate(page) if pk in images]
+    return [
+        Match(image=sql.light_image(pk, names[pk], gallery.pk), distance=max(d, 0.0), rank=offset + r + 1)
+        for r, (pk, d) in enumerate(page)
+        if pk in names
+    ]
 
 
 def _exact(rows_qs, queries, k):

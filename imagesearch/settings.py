@@ -302,6 +302,10 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Django's database sessions and model backend, with the per-request reads as
+# prepared SQL (gallery/auth.py): the same rows and checks, less CPU per request.
+SESSION_ENGINE = "gallery.auth"
+AUTHENTICATION_BACKENDS = ["gallery.auth.ModelBackend"]
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

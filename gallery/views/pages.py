@@ -56,7 +56,7 @@ def signup(request):
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
         messages.success(request, f"Welcome, {user.username}. Create a gallery to start.")
         return redirect("gallery_create")
     return render(request, "registration/signup.html", {"form": form})

@@ -1,0 +1,192 @@
+"""Hand-written SQL for the reads every search request makes.
+
+The ORM compiles a queryset into SQL anew on every evaluation: on this kind of
+2-core host about 0.5-2 ms of CPU per query, several times the query itself,
+and most of what a "find similar" request cost (docs/benchmarks.md). The few
+reads on that path are written here once, in SQL both PostgreSQL and SQLite
+accept, and their rows become model instances through the backend's own
+converters, exactly as the ORM would build them. Everything else uses the ORM.
+"""
+
+from functools import cache
+
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from gallery.models import EmbeddingState, Gallery, Image, IndexBuild, ModerationState
+
+
+class _Select:
+    """The columns of one model in a SELECT, and how to turn them into an instance."""
+
+    def __init__(self, model, alias, fields=None):
+        self.model = model
+        self.fields = fields or [f for f in model._meta.concrete_fields]
+        self.attnames = [f.attname for f in self.fields]
+        q = connection.ops.quote_name
+        self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)
+        self.converters = []  # (position, [converter], expression) as the ORM's compiler keeps them
+        for i, field in enumerate(self.fields):
+            col = field.get_col(alias)
+            found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if found:
+                self.converters.append((i, found, col))
+
+    def instance(self, row):
+        """Build the model instance from this model's slice of a row."""
+        values = list(row)
+        for i, found, col in self.converters:
+            value = values[i]
+            for convert in found:
+                value = convert(value, col, connection)
+            values[i] = value
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+
+def _table(model):
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _q(name):
+    return connection.ops.quote_name(name)
+
+
+@cache
+def _image_query():
+    image, gallery, build = _Select(Image, "i"), _Select(Gallery, "g"), _Select(IndexBuild, "b")
+    sql = (
+        f"SELECT {image.sql}, {gallery.sql}, {build.sql} FROM {_table(Image)} i "
+        f"JOIN {_table(Gallery)} g ON g.{_q('id')} = i.{_q('gallery_id')} "
+        f"LEFT JOIN {_table(IndexBuild)} b ON b.{_q('gallery_id')} = g.{_q('id')} AND b.{_q('status')} = %s "
+        f"WHERE i.{_q('id')} = %s ORDER BY b.{_q('version')} DESC LIMIT 1"
+    )
+    return sql, image, gallery, build
+
+
+def image_gallery_build(pk):
+    """Return (image, its gallery, the gallery's ready IndexBuild or None), or None if no such image.
+
+    One round trip instead of three; `image.gallery` is the returned gallery.
+    """
+    sql, image_sel, gallery_sel, build_sel = _image_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [IndexBuild.Status.READY, pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n_image, n_gallery = len(image_sel.fields), len(gallery_sel.fields)
+    image = image_sel.instance(row[:n_image])
+    gallery = gallery_sel.instance(row[n_image : n_image + n_gallery])
+    Image._meta.get_field("gallery").set_cached_value(image, gallery)
+    build_row = row[n_image + n_gallery :]
+    build = build_sel.instance(build_row) if build_row[0] is not None else None
+    return image, gallery, build
+
+
+def current_build(gallery_id):
+    """Return the gallery's ready IndexBuild, or None."""
+    sel = _build_select()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {sel.sql} FROM {_table(IndexBuild)} b WHERE b.{_q('gallery_id')} = %s AND b.{_q('status')} = %s "
+            f"ORDER BY b.{_q('version')} DESC LIMIT 1",
+            [gallery_id, IndexBuild.Status.READY],
+        )
+        row = cursor.fetchone()
+    return sel.instance(row) if row else None
+
+
+@cache
+def _build_select():
+    return _Select(IndexBuild, "b")
+
+
+def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_after, exclude_id, public_only, post_moderation):
+    """Return [(pk, original_name, is_recent, is_new)] of the gallery's searchable images
+    among `pks`, plus every one embedded after `recent_after` (the delta candidates).
+
+    Searchable: embedded with `embedding_version` and not rejected. With
+    `public_only` (a viewer who neither owns the gallery nor is staff) only what
+    such a viewer may see: approved images, and under post-moderation pending ones
+    that were not auto-flagged (ImageQuerySet.visible_to, for one gallery).
+    is_recent: embedded after `recent_after`; is_new: embedded after `new_after`.
+    """
+    pks = [int(pk) for pk in pks]
+    adapt = connection.ops.adapt_datetimefield_value
+    where = [
+        f"{_q('gallery_id')} = %s",
+        f"{_q('embedding_state')} = %s",
+        f"{_q('moderation_state')} <> %s",
+        f"{_q('embedding_version')} = %s",
+    ]
+    params = [gallery_id, EmbeddingState.READY, ModerationState.REJECTED, embedding_version]
+    match = f"{_q('embedded_at')} > %s"
+    if pks:
+        match = f"({_q('id')} IN ({', '.join(['%s'] * len(pks))}) OR {match})"
+        params += pks
+    where.append(match)
+    params.append(adapt(recent_after))
+    if exclude_id is not None:
+        where.append(f"{_q('id')} <> %s")
+        params.append(exclude_id)
+    if public_only:
+        if post_moderation:
+            where.append(f"({_q('moderation_state')} = %s OR ({_q('moderation_state')} = %s AND NOT {_q('flagged')}))")
+            params += [ModerationState.APPROVED, ModerationState.PENDING]
+        else:
+            where.append(f"{_q('moderation_state')} = %s")
+            params.append(ModerationState.APPROVED)
+    sql = (
+        f"SELECT {_q('id')}, {_q('original_name')}, {_q('embedded_at')} > %s, {_q('embedded_at')} > %s "
+        f"FROM {_table(Image)} WHERE {' AND '.join(where)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(recent_after), adapt(new_after), *params])
+        return [(pk, name, bool(recent), bool(new)) for pk, name, recent, new in cursor.fetchall()]
+
+
+def light_image(pk, original_name, gallery_id):
+    """An Image with only the fields a result card shows loaded (others load on access, as with .only())."""
+    # from_db takes a partial row's values in the model's field order.
+    return Image.from_db(connection.alias, ["id", "gallery_id", "original_name"], [pk, gallery_id, original_name])
+
+
+@cache
+def _session_query():
+    sel = _Select(Session, "s")
+    sql = (
+        f"SELECT {sel.sql} FROM {_table(Session)} s "
+        f"WHERE s.{_q('session_key')} = %s AND s.{_q('expire_date')} > %s"
+    )
+    return sql, sel
+
+
+def unexpired_session(session_key, now):
+    """Return the Session row with this key that has not expired, or None."""
+    sql, sel = _session_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [session_key, connection.ops.adapt_datetimefield_value(now)])
+        row = cursor.fetchone()
+    return sel.instance(row) if row else None
+
+
+@cache
+def _user_query():
+    model = get_user_model()
+    sel = _Select(model, "u")
+    return f"SELECT {sel.sql} FROM {_table(model)} u WHERE u.{_q(model._meta.pk.column)} = %s", sel
+
+
+def user_by_pk(pk):
+    """Return the user with this primary key, or None."""
+    sql, sel = _user_query()
+    try:
+        pk = get_user_model()._meta.pk.to_python(pk)
+    except (ValidationError, TypeError, ValueError):  # a session naming a malformed id names no user
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    return sel.instance(row) if row else None

@@ -1,0 +1,114 @@
+"""Who may see an image is stated three times: ImageQuerySet.visible_to (the
+ORM, for listings), Image.is_visible_to (one row, for image_for_view) and
+sql.visible_candidates (one gallery, for search results). These tests hold the
+three equal over every combination that matters, and the prepared reads of
+gallery/sql.py and gallery/auth.py equal to what the ORM reads."""
+
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from gallery import auth, embeddings, sql
+from gallery.models import Gallery, Image, IndexBuild, ModerationState, Visibility
+from tests import vectors
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(owner):
+    """Two galleries (private, public) holding one image per (moderation state, flagged)."""
+    images = []
+    for visibility in (Visibility.PRIVATE, Visibility.PUBLIC):
+        gallery = Gallery.objects.create(owner=owner, title=visibility, slug=f"g-{visibility}", visibility=visibility)
+        combos = list(itertools.product(ModerationState.values, (False, True)))
+        vecs = vectors.clustered(len(combos), seed=1)
+        for (state, flagged), img in zip(combos, vectors.add_images(gallery, vecs, prefix=visibility)):
+            Image.objects.filter(pk=img.pk).update(moderation_state=state, flagged=flagged)
+            images.append(img.pk)
+    return images
+
+
+@pytest.mark.parametrize("mode", ["pre", "post"])
+def test_one_row_and_one_gallery_rules_equal_the_queryset(world, owner, other, staff, settings, mode):
+    settings.IMAGESEARCH_MODERATION = mode
+    version = embeddings.version()
+    now = timezone.now()
+    for user in (AnonymousUser(), owner, other, staff):
+        expected = set(Image.objects.visible_to(user).filter(pk__in=world).values_list("pk", flat=True))
+        per_row = {pk for pk in world if Image.objects.select_related("gallery").get(pk=pk).is_visible_to(user)}
+        assert per_row == expected, (user, mode)
+        for gallery in Gallery.objects.all():
+            sees_all = user.is_authenticated and (user.is_staff or gallery.owner_id == user.pk)
+            if not sees_all and gallery.visibility != Visibility.PUBLIC:
+                continue  # search_vector answers [] before asking
+            rows = sql.visible_candidates(
+                gallery_id=gallery.pk, embedding_version=version, pks=world, recent_after=now, new_after=now,
+                exclude_id=None, public_only=not sees_all, post_moderation=mode == "post",
+            )
+            searchable = set(
+                Image.objects.searchable().visible_to(user).filter(gallery=gallery, pk__in=world).values_list("pk", flat=True)
+            )
+            assert {row[0] for row in rows} == searchable, (user, mode, gallery.visibility)
+
+
+def test_candidates_flag_recent_and_new_rows_and_honour_exclude(owner):
+    gallery = Gallery.objects.create(owner=owner, title="t", slug="t")
+    old = vectors.add_images(gallery, vectors.clustered(3, seed=2), embedded_ago=timedelta(hours=2), prefix="old")
+    new = vectors.add_images(gallery, vectors.clustered(2, seed=3), embedded_ago=timedelta(seconds=5), prefix="new")
+    now = timezone.now()
+    rows = sql.visible_candidates(
+        gallery_id=gallery.pk, embedding_version=embeddings.version(), pks=[old[0].pk, old[1].pk],
+        recent_after=now - timedelta(hours=1), new_after=now - timedelta(minutes=1), exclude_id=old[1].pk,
+        public_only=False, post_moderation=False,
+    )
+    by_pk = {pk: (name, recent, is_new) for pk, name, recent, is_new in rows}
+    # old[0] asked for by pk; old[1] excluded; old[2] neither asked for nor recent; new ones are the delta.
+    assert set(by_pk) == {old[0].pk, new[0].pk, new[1].pk}
+    assert by_pk[old[0].pk] == (old[0].original_name, False, False)
+    assert by_pk[new[0].pk] == (new[0].original_name, True, True)
+
+
+def test_image_gallery_build_reads_what_the_orm_reads(owner):
+    gallery = Gallery.objects.create(owner=owner, title="t", slug="t", visibility=Visibility.PUBLIC)
+    image = vectors.add_images(gallery, vectors.clustered(1, seed=4))[0]
+    got_image, got_gallery, build = sql.image_gallery_build(image.pk)
+    assert build is None
+    fields = [f.attname for f in Image._meta.concrete_fields]
+    orm = Image.objects.get(pk=image.pk)
+    assert [getattr(got_image, f) for f in fields] == [getattr(orm, f) for f in fields]
+    assert got_image.gallery is got_gallery and got_gallery.slug == "t" and got_gallery.owner_id == owner.pk
+    assert bytes(got_image.embedding) == bytes(orm.embedding)
+    for version, status in ((1, IndexBuild.Status.SUPERSEDED), (2, IndexBuild.Status.READY), (3, IndexBuild.Status.FAILED)):
+        IndexBuild.objects.create(gallery=gallery, version=version, status=status, snapshot_at=timezone.now(), item_count=1)
+    assert sql.image_gallery_build(image.pk)[2].version == 2
+    assert sql.image_gallery_build(image.pk + 1000) is None
+
+
+def test_session_and_user_reads_keep_djangos_checks(client, owner):
+    client.force_login(owner)
+    key = client.cookies["sessionid"].value
+    store = auth.SessionStore(key)
+    assert int(store["_auth_user_id"]) == owner.pk
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert dict(auth.SessionStore(key).load()) == {}  # expired: empty, as Django's own store
+    backend = auth.ModelBackend()
+    assert backend.get_user(owner.pk) == owner
+    assert backend.get_user(str(owner.pk)) == owner
+    assert backend.get_user("not-a-number") is None
+    get_user_model().objects.filter(pk=owner.pk).update(is_active=False)
+    assert backend.get_user(owner.pk) is None
+
+
+def test_a_password_change_signs_other_sessions_out(client, owner):
+    client.force_login(owner)
+    assert client.get("/").wsgi_request.user == owner
+    owner.set_password("a-new-password-456")
+    owner.save()
+    response = client.get("/", follow=False)
+    assert response.wsgi_request.user.is_anonymous
