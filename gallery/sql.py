@@ -123,7 +123,12 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
     ]
     params = [gallery_id, EmbeddingState.READY, ModerationState.REJECTED, embedding_version]
     match = f"{_q('embedded_at')} > %s"
-    if pks:
+    if pks and connection.vendor == "postgresql":
+        # One array parameter: the statement's text is the same for any number of
+        # candidates, so the driver's parsed-query cache serves it.
+        match = f"({_q('id')} = ANY(%s) OR {match})"
+        params.append(pks)
+    elif pks:
         match = f"({_q('id')} IN ({', '.join(['%s'] * len(pks))}) OR {match})"
         params += pks
     where.append(match)
