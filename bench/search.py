@@ -8,10 +8,14 @@ For every size: build time, peak extra memory (resident set of the method's chil
 beyond the data it inherited: build structures, index files it maps), single-query latency
 p50/p99, and recall@10 against exact search on held-out queries from the same
 distribution. Wall-clock and CPU times are both printed: on a shared machine
-the wall clock includes waiting for a core. "product" is gallery.index as search uses it: Annoy candidates
-(n = 42 for k = 10, as search_vector asks) re-ranked by exact cosine distance on
-the stored vectors; the database filter of visible rows is not included here
-(bench/search_http.py measures the whole request).
+the wall clock includes waiting for a core. "product" is gallery.index as search
+uses it: the query projected by the version's PCA to index.INDEX_DIM dimensions,
+a pool of Annoy candidates found there (index.pool_for: 128 for the n = 42 that
+search_vector asks at k = 10), re-ranked by exact cosine distance on the stored
+512-d vectors, the best 42 returned; the build includes fitting the projection.
+The database filter of visible rows is not included here (bench/search_http.py
+measures the whole request). --sweep multiplies the product's search_k, the one
+knob left to trade time for recall once the index is built.
 
 Every method runs in a forked child with a time limit, so one slow phase cannot
 stall the run: the ball tree's fit and its queries are bounded (at 1M x 512 a
@@ -190,6 +194,7 @@ def product(data, queries, truth, args):
         result.update(
             build_s=build_s, build_cpu_s=build_cpu_s, load_s=load_s, n_trees=built.n_trees, size_mb=built.size_bytes / 2**20,
             search_k=index.search_k_for(built.n_trees, CANDIDATES, len(data)), on_disk=len(data) > index.ON_DISK_BUILD_ITEMS,
+            index_dim=index.INDEX_DIM, pool=index.pool_for(CANDIDATES, len(data)),
         )
     return result
 
@@ -273,7 +278,7 @@ def main():
         if "error" not in p:
             for sk, r in p.get("sweep", {}).items():
                 print(f"  product at search_k={sk}: p50 {r['p50_ms']:.3f} ms (cpu {r['cpu_p50_ms']:.3f}) p99 {r['p99_ms']:.3f} ms recall@10 {r['recall']:.4f} ({r['queries']} queries)")
-            print(f"  product: n_trees={p['n_trees']} search_k={p['search_k']} on_disk_build={p['on_disk']} files {p['size_mb']:.0f} MB, first query (verify+mmap) {p['load_s']:.2f} s")
+            print(f"  product: index_dim={p['index_dim']} pool={p['pool']} n_trees={p['n_trees']} search_k={p['search_k']} on_disk_build={p['on_disk']} files {p['size_mb']:.0f} MB, first query (verify+mmap) {p['load_s']:.2f} s")
             for other_name, o in (("numpy exact", e), ("ball tree", b)):
                 if "error" not in o:
                     print(f"  ratio {other_name} p50 / product p50 = {o['p50_ms'] / p['p50_ms']:.1f}x")

@@ -1,28 +1,39 @@
 """The one module that imports Annoy and knows where index files live.
 
-One index per gallery and build version, three files:
-  vNNNNNN.ann      the Annoy forest (angular metric)
+One index per gallery and build version, four files:
+  vNNNNNN.ann      the Annoy forest (euclidean metric) over the vectors projected
+                   to INDEX_DIM dimensions by the version's PCA
   vNNNNNN.ids.npy  (N,) int64, sorted: Annoy ids must be dense ints, so item
                    position i holds the image whose primary key is ids[i]
   vNNNNNN.vec.npy  (N, 512) float32 unit vectors, row i = position i: candidates
                    are re-ranked by exact cosine distance from this memory-mapped
                    copy, so a query needs no database round trip for vectors
+  vNNNNNN.pca.npy  (1 + INDEX_DIM, 512) float32: row 0 the mean of the fitted
+                   sample, then the principal components, largest first (zero
+                   rows past the sample's rank); a query is projected with it
   vNNNNNN.verified local only: this host checked the files against the checksum
 Files are built under temporary names and published with an atomic rename into
 IMAGESEARCH_INDEX_DIR, which is also a cache: the published copy lives in the
 storage backend (local disk or S3), so a web process on another host fetches it
-on first use. A version's files never change once published.
+on first use. A version's files never change once published. A version built
+before the projection existed has no .pca.npy and is treated as missing: search
+is exact until the rebuild that this triggers.
+
+Search is "compressed ANN + exact re-rank": Annoy finds a pool of candidates in
+the projected space (a quarter of the dimensions: a quarter of the work per
+distance, and trees that split better), and the pool is ranked by exact cosine
+distance on the stored 512-d vectors, so the distances returned are exact and
+only membership of the pool is approximate.
 
 Annoy mmaps a local file; that is why index files, alone among the product's
 files, are read from a local directory rather than through the storage API.
 Annoy can crash the process on a damaged file, so nothing is handed to it before
-the sizes and the checksum of all three files have been verified.
+the sizes and the checksum of all four files have been verified.
 """
 
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -40,7 +51,18 @@ from django.core.files.storage import default_storage
 logger = logging.getLogger(__name__)
 
 DIM = 512
-METRIC = "angular"
+# The forest is built over vectors projected to INDEX_DIM by PCA. On
+# bench/search.py's clustered data, the exact nearest 128 in 128 dimensions hold
+# every true top-10 at 10k, 100k and 1M items; in 64 dimensions they hold only
+# 0.89 of it at 1M (10,000 clusters no longer separate). Real VGG16 features
+# have a steeper spectrum than that data, so 128 keeps a margin for them too.
+INDEX_DIM = 128
+METRIC = "euclidean"  # in the projected space: unit vectors, so the same order as cosine
+# Candidates ranked exactly per query: at least POOL, and twice the results
+# asked for. 128 covers a cluster of ~100 near-duplicates, whose order the
+# projection blurs (a pool of 100 reaches 0.996 recall@10 at best, 128 reaches 1.0).
+POOL = 128
+PCA_SAMPLE = 20_000  # rows the projection is fitted on: the spectrum settles well before
 # Past this many items the forest is built straight into its file (Annoy's
 # on_disk_build) instead of in RAM, so a rebuild's memory stays bounded.
 ON_DISK_BUILD_ITEMS = 200_000
@@ -77,33 +99,50 @@ class Ref:
 
 
 def n_trees_for(count):
-    """Return the number of trees for `count` items: more trees, better recall, slower build."""
-    if count < 10_000:
-        return 16
-    if count < 500_000:
+    """Return the number of trees for `count` items: more trees, better recall, slower build.
+
+    Measured on bench/search.py's clustered data projected to 128 dimensions,
+    pool 128: at 100k items 64 trees reach recall@10 0.997 with search_k 1,500
+    where 32 trees need 3,000; at 1M, with search_k 32,000, 64 trees reach 0.92
+    where 32 reach 0.87, and 96 trees gain nothing over 64 (0.991 against 0.992
+    at 96,000). 64 trees build in about 5 s at 100k and 70 s at 1M (on-disk,
+    two cores, projection and files included). Below 50k items 32 trees find
+    every true neighbour (recall 1.0 at 30k with search_k 500).
+    """
+    if count < 50_000:
         return 32
-    return 40
+    return 64
+
+
+def pool_for(n, count):
+    """Return how many candidates Annoy is asked for when a query wants `n` results."""
+    return min(count, max(POOL, 2 * n))
 
 
 def search_k_for(n_trees, n, count):
-    """Return Annoy's search_k (roughly, how many item distances one query computes).
+    """Return Annoy's search_k (roughly, how many item distances one query computes) for `n` results.
 
-    Recall depends on the share of the gallery inspected, and in 512 dimensions
-    that share must stay large as galleries grow. Measured on bench/search.py's
-    clustered data (docs/benchmarks.md): 20 * sqrt(count) keeps recall@10 at
-    0.99-1.0 up to 100k items (6,300 at 100k: about 3 ms of CPU here); at 1M it
-    reaches only 0.76, and about count / 7 is needed for 0.98 (about 40 ms).
+    With the trees of n_trees_for() and a pool of 128, the search_k for
+    recall@10 >= 0.99 on bench/search.py's clustered data grows steeply with
+    the gallery: about 1,500 at 100k items, 12,000 at 300k and 126,000 at 1M
+    (1M: 0.986 at 101,000, 0.991 at 126,000, 0.994 at 151,000; 1,000 queries).
+    The share to inspect grows because ever more clusters lie about as near a
+    query as its own (512-d Annoy needed a seventh of 1M for 0.985). Hence
+    1,600 * (count / 100k) ** 1.9: 1,600 at 100k (recall 0.998, 0.5 ms),
+    12,900 at 300k, 127,000 at 1M (about 24 ms); never less than eight
+    candidates per pool slot (1,024 for a pool of 128), which is ample below
+    100k (recall 1.0 at 10k). `n_trees` is part of the calibration: a
+    different forest needs measuring again.
     """
-    if count < 500_000:
-        return max(n * n_trees, int(20 * math.sqrt(count)))
-    return max(n * n_trees, count // 7)
+    pool = pool_for(n, count)
+    return max(8 * pool, int(1_600 * (count / 100_000) ** 1.9))
 
 
 def _local_dir(gallery_id):
     return Path(settings.IMAGESEARCH_INDEX_DIR) / str(gallery_id)
 
 
-SUFFIXES = (".ann", ".ids.npy", ".vec.npy")
+SUFFIXES = (".ann", ".ids.npy", ".vec.npy", ".pca.npy")
 
 
 def _local_paths(gallery_id, version):
@@ -116,7 +155,7 @@ def _remote_names(gallery_id, version):
 
 
 def _checksum(paths):
-    """sha256 over the files' bytes in order (.ann, .ids.npy, .vec.npy)."""
+    """sha256 over the files' bytes in order (.ann, .ids.npy, .vec.npy, .pca.npy)."""
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:
@@ -125,11 +164,51 @@ def _checksum(paths):
     return h.hexdigest()
 
 
+def fit_projection(vectors, seed=0):
+    """Return the (1 + INDEX_DIM, 512) float32 projection of `vectors` ((N, 512) float32).
+
+    Row 0 is the mean of a seeded sample of at most PCA_SAMPLE rows, then the
+    top INDEX_DIM principal components of that sample, largest first. Components
+    past the sample's rank (N <= INDEX_DIM) are zero rows, as are those of
+    (numerically) zero variance: their directions would be whatever LAPACK
+    happens to return, and they carry no information about the gallery.
+    """
+    n = len(vectors)
+    pca = np.zeros((1 + INDEX_DIM, DIM), dtype=np.float32)  # (1 + d, 512)
+    if n == 0:
+        return pca
+    if n > PCA_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(n, PCA_SAMPLE, replace=False))  # (S,)
+        sample = np.asarray(vectors[rows], dtype=np.float64)  # (S, 512)
+    else:
+        sample = np.asarray(vectors, dtype=np.float64)  # (N, 512)
+    mean = sample.mean(axis=0)  # (512,)
+    centred = sample - mean  # a copy: `vectors` may already be float64, and is the caller's
+    cov = centred.T @ centred / len(sample)  # (512, 512)
+    eigvals, eigvecs = np.linalg.eigh(cov)  # ascending; eigvecs[:, i] is a component
+    eigvals, eigvecs = eigvals[::-1][:INDEX_DIM], eigvecs[:, ::-1][:, :INDEX_DIM]  # (d,), (512, d) largest first
+    rank = int(np.count_nonzero(eigvals > eigvals[0] * 1e-7)) if eigvals[0] > 0 else 0
+    components = np.ascontiguousarray(eigvecs[:, :rank].T)  # (r, 512), r <= d
+    # An eigenvector's sign is arbitrary: fix it (largest entry positive) so a
+    # different LAPACK build cannot flip a component.
+    flip = components[np.arange(len(components)), np.abs(components).argmax(axis=1)] < 0
+    components[flip] *= -1
+    pca[0] = mean
+    pca[1 : 1 + len(components)] = components
+    return pca
+
+
+def _project(pca, vectors):
+    """Return vectors ((B, 512) or (512,)) projected with `pca`: (B, INDEX_DIM) or (INDEX_DIM,)."""
+    return (vectors - pca[0]) @ pca[1:].T
+
+
 def build(gallery_id, version, ids, vectors, seed=0):
     """Build and publish the index of one gallery version.
 
     `ids` is an (N,) int64 array of image pks; `vectors` is (N, 512) float32 of
-    unit length. The same inputs and seed give the same files (and checksum).
+    unit length. The same inputs and seed give the same answers (the projection
+    file too; the forest's node order depends on build-thread timing).
     Safe to run twice: a rebuild of the same version replaces the files atomically.
     """
     ids = np.asarray(ids, dtype=np.int64)  # (N,)
@@ -150,16 +229,18 @@ def build(gallery_id, version, ids, vectors, seed=0):
         fd, tmp = tempfile.mkstemp(dir=local_dir, suffix=f"{suffix}.tmp")
         os.close(fd)
         temps.append(tmp)
-    tmp_ann, tmp_ids, tmp_vec = temps
+    tmp_ann, tmp_ids, tmp_vec, tmp_pca = temps  # in SUFFIXES order, like finals
     try:
-        index = AnnoyIndex(DIM, METRIC)
+        pca = fit_projection(vectors, seed)  # (1 + d, 512)
+        index = AnnoyIndex(INDEX_DIM, METRIC)
         index.set_seed(seed)
         if on_disk:
             index.on_disk_build(tmp_ann)
         for start in range(0, len(vectors), 8192):
+            projected = _project(pca, vectors[start : start + 8192])  # (B, d)
             # Lists, chunk by chunk: Annoy copies them faster than numpy rows, and
             # a chunk bounds the Python floats alive at once.
-            for pos, vec in enumerate(vectors[start : start + 8192].tolist(), start):
+            for pos, vec in enumerate(projected.tolist(), start):
                 index.add_item(pos, vec)
         # Each build thread seeds its own generator from the seed, so the trees
         # (and every query's answer) are reproducible; only the node numbering in
@@ -168,22 +249,22 @@ def build(gallery_id, version, ids, vectors, seed=0):
         if not on_disk:
             index.save(tmp_ann)
         index.unload()
-        with open(tmp_ids, "wb") as fh:
-            np.save(fh, ids)
-        with open(tmp_vec, "wb") as fh:
-            np.save(fh, vectors)
+        for tmp, array in ((tmp_ids, ids), (tmp_vec, vectors), (tmp_pca, pca)):
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
         checksum = _checksum(temps)
         size = sum(os.path.getsize(t) for t in temps)
-        # .ann last: a reader that sees the .ann finds its map and vectors.
-        for tmp, final in zip((tmp_ids, tmp_vec, tmp_ann), (finals[1], finals[2], finals[0])):
-            os.replace(tmp, final)
+        # .ann last: a reader that sees the .ann finds its map, vectors and projection.
+        for i in (1, 2, 3, 0):
+            os.replace(temps[i], finals[i])
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     _mark_verified(finals, checksum)  # hashed just above, from these very bytes
-    for local, remote in zip(finals, _remote_names(gallery_id, version)):
-        _publish(local, remote)
+    remotes = _remote_names(gallery_id, version)
+    for i in (1, 2, 3, 0):  # .ann last in storage too, for the same reason
+        _publish(finals[i], remotes[i])
     return BuiltIndex(version=version, item_count=len(ids), n_trees=n_trees, checksum=checksum, size_bytes=size)
 
 
@@ -224,10 +305,11 @@ class _Missing(IndexUnavailable):
 
 
 class _Loaded:
-    def __init__(self, index, ids, vectors):
-        self.index = index
+    def __init__(self, index, ids, vectors, pca):
+        self.index = index  # forest over (N, INDEX_DIM) projected vectors
         self.ids = ids  # (N,) int64, sorted: position -> image pk
         self.vectors = vectors  # (N, 512) float32, memory-mapped: position -> unit vector
+        self.pca = pca  # (1 + INDEX_DIM, 512) float32, in RAM: mean, then components
 
 
 _cache = OrderedDict()  # (gallery_id, version) -> _Loaded
@@ -252,21 +334,24 @@ def _npy_rows(path, dtype, row_shape):
 
 
 def _open(ref):
-    ann_path, ids_path, vec_path = _local_paths(ref.gallery_id, ref.version)
-    remote_ann, remote_ids, remote_vec = _remote_names(ref.gallery_id, ref.version)
+    ann_path, ids_path, vec_path, pca_path = paths = _local_paths(ref.gallery_id, ref.version)
+    remote_ann, remote_ids, remote_vec, remote_pca = _remote_names(ref.gallery_id, ref.version)
     try:
-        for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (ann_path, remote_ann)):
+        # A version built before the projection has no .pca.npy: missing, like any
+        # absent file, so search is exact and a rebuild is queued.
+        for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (pca_path, remote_pca), (ann_path, remote_ann)):
             _fetch(local, remote)
     except IndexUnavailable:
         raise
     except Exception as exc:  # storage down or refusing: try again later, search exactly meanwhile
         raise _Missing(f"v{ref.version} cannot be fetched: {type(exc).__name__}: {exc}") from exc
-    paths = (ann_path, ids_path, vec_path)
     try:
         if _npy_rows(ids_path, "<i8", ()) != ref.item_count or _npy_rows(vec_path, "<f4", (DIM,)) != ref.item_count:
             raise IndexUnavailable(f"v{ref.version}: item count differs from its build record")
+        if _npy_rows(pca_path, "<f4", (DIM,)) != 1 + INDEX_DIM:
+            raise IndexUnavailable(f"{pca_path.name} is not a projection to {INDEX_DIM} dimensions")
         # Size first (cheap), then every byte: Annoy trusts its file blindly.
-        if os.path.getsize(ann_path) < ref.item_count * DIM * 4:
+        if os.path.getsize(ann_path) < ref.item_count * INDEX_DIM * 4:
             raise IndexUnavailable(f"{ann_path.name} is truncated")
         if not ref.checksum:
             raise IndexUnavailable(f"v{ref.version} has no checksum")
@@ -276,7 +361,8 @@ def _open(ref):
             _mark_verified(paths, ref.checksum)
         ids = np.load(ids_path, allow_pickle=False)  # (N,) int64, small: read into RAM
         vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # (N, 512) float32, shared page cache
-        index = AnnoyIndex(DIM, METRIC)
+        pca = np.load(pca_path, allow_pickle=False)  # (1 + d, 512) float32, 264 KB
+        index = AnnoyIndex(INDEX_DIM, METRIC)
         index.load(str(ann_path))  # mmap: pages are shared between processes
     except IndexUnavailable:
         raise
@@ -284,7 +370,7 @@ def _open(ref):
         raise IndexUnavailable(f"v{ref.version} cannot be loaded: {exc}") from exc
     if index.get_n_items() != ref.item_count:
         raise IndexUnavailable(f"{ann_path.name} holds {index.get_n_items()} items, not {ref.item_count}")
-    return _Loaded(index, ids, vectors)
+    return _Loaded(index, ids, vectors, pca)
 
 
 # Hashing a version costs about a second per 500 MB (4 GB at a million images);
@@ -379,13 +465,14 @@ def search(ref, vector, n, search_k=None):
     loaded = _load(ref)
     query = np.asarray(vector, dtype=np.float32).reshape(DIM)  # (512,)
     n = min(n, ref.item_count)
+    projected = _project(loaded.pca, query)  # (d,)
     positions = loaded.index.get_nns_by_vector(
-        query.tolist(), n, search_k=search_k or search_k_for(ref.n_trees, n, ref.item_count)
+        projected.tolist(), pool_for(n, ref.item_count), search_k=search_k or search_k_for(ref.n_trees, n, ref.item_count)
     )
-    positions = np.asarray(positions, dtype=np.int64)  # (M,)
-    distances = 1.0 - loaded.vectors[positions] @ query  # (M,) exact re-rank
-    pks = loaded.ids[positions]  # (M,)
-    order = np.lexsort((pks, distances))
+    positions = np.asarray(positions, dtype=np.int64)  # (P,) the pool, in projected order
+    distances = 1.0 - loaded.vectors[positions] @ query  # (P,) exact re-rank on the 512-d vectors
+    pks = loaded.ids[positions]  # (P,)
+    order = np.lexsort((pks, distances))[:n]  # (M,)
     return pks[order], distances[order]
 
 
