@@ -1,0 +1,31 @@
+"""Upgrading marks every indexed gallery stale, so beat rebuilds it with the projection."""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_galleries_with_an_index_are_marked_stale_on_upgrade():
+    before, after = [("gallery", "0003_image_gallery_embedded_at_index")], [("gallery", "0004_rebuild_indexes_with_projection")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    apps = executor.loader.project_state(before).apps
+    User = apps.get_model("auth", "User")
+    Gallery = apps.get_model("gallery", "Gallery")
+    IndexBuild = apps.get_model("gallery", "IndexBuild")
+    owner = User.objects.create(username="u")
+    indexed = Gallery.objects.create(owner=owner, title="a", slug="a")
+    failed_only = Gallery.objects.create(owner=owner, title="b", slug="b")
+    never = Gallery.objects.create(owner=owner, title="c", slug="c")
+    IndexBuild.objects.create(gallery=indexed, version=1, status="ready", snapshot_at=timezone.now())
+    IndexBuild.objects.create(gallery=failed_only, version=1, status="failed", snapshot_at=timezone.now())
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    apps = executor.loader.project_state(after).apps
+    Gallery = apps.get_model("gallery", "Gallery")
+    dirty = dict(Gallery.objects.values_list("slug", "index_dirty"))
+    assert dirty == {"a": True, "b": False, "c": False}
+    assert Gallery.objects.get(slug="a").index_dirty_since is not None
