@@ -13,7 +13,7 @@ uses it: the query projected by the version's PCA to index.INDEX_DIM dimensions,
 a pool of Annoy candidates found there (index.pool_for: 128 for the n = 42 that
 search_vector asks at k = 10), re-ranked by exact cosine distance on the stored
 512-d vectors, the best 42 returned; the build includes fitting the projection.
-The database filter of visible rows is not included here (bench/search_http.py
+The database filter of visible rows is not included here (bench/http.py
 measures the whole request). --sweep multiplies the product's search_k, the one
 knob left to trade time for recall once the index is built.
 
@@ -35,7 +35,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Not bench/ on the path (Python puts a script's directory first): bench/http.py
+# would shadow the standard library's http package, which Django imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 DIM = 512
 K = 10
 CANDIDATES = max(2 * K, K + 32)  # what search_vector asks the index for at k = 10

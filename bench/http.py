@@ -1,10 +1,11 @@
 """HTTP benchmark of search: "find similar" (GET /api/images/<pk>/similar) served
 by gunicorn on loopback from a 100,000-image gallery, 8 concurrent clients.
-(Not named bench/http.py: a file http.py beside a script shadows the standard
-library's http package for every script in bench/.)
+(Run as a script, Python puts bench/ first on sys.path, where this file would
+shadow the standard library's http package: every script in bench/ replaces
+that entry with the repository root before importing anything.)
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchdb .venv/bin/python bench/search_http.py
-    .venv/bin/python bench/search_http.py --items 20000 --duration 20     # quick, SQLite
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchdb .venv/bin/python bench/http.py
+    .venv/bin/python bench/http.py --items 20000 --duration 20     # quick, SQLite
 
 The gallery's vectors are synthetic (clustered 512-d unit vectors, as
 bench/search.py) written straight into the database with bulk_create; the index
@@ -20,26 +21,26 @@ CPU time gunicorn and the clients spent per request (what a request costs,
 whatever else the machine is running).
 """
 
-import argparse
-import http.client
-import os
-import random
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[0] = str(ROOT)  # not bench/: see above
 
-from search import Clusters  # noqa: E402  (bench/search.py: the same synthetic data)
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.search import Clusters  # noqa: E402  (the same synthetic data)
 
 SLUG = "bench-http"
 
