@@ -130,20 +130,27 @@ def get(conn, path, cookie):
     return response.status, body
 
 
-def group_cpu_seconds(pgid):
-    """CPU seconds (user + system) used so far by every process of a process group."""
+def cpu_seconds():
+    """CPU seconds (user + system) used so far, per process group and by PostgreSQL's processes.
+
+    Returns ({pgid: seconds}, postgres seconds): gunicorn is one process group;
+    PostgreSQL's backends are counted when the server runs on this host.
+    """
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    groups, postgres = {}, 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            head, _, rest = open(f"/proc/{entry}/stat").read().rpartition(")")
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # field 5 of stat: the process group
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        fields = rest.split()
+        used = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        groups[int(fields[2])] = groups.get(int(fields[2]), 0.0) + used  # field 5 of stat: the process group
+        if head.partition("(")[2] == "postgres":
+            postgres += used
+    return groups, postgres
 
 
 def main():
@@ -241,7 +248,8 @@ def main():
                 latencies.extend(mine)
 
         t = time.perf_counter()
-        server_cpu = group_cpu_seconds(server.pid)
+        groups, db_cpu = cpu_seconds()
+        server_cpu = groups.get(server.pid, 0.0)
         client_cpu = time.process_time()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
         for th in threads:
@@ -249,7 +257,9 @@ def main():
         for th in threads:
             th.join(args.duration + 60)
         wall = time.perf_counter() - t
-        server_cpu = group_cpu_seconds(server.pid) - server_cpu
+        groups, db_after = cpu_seconds()
+        server_cpu = groups.get(server.pid, 0.0) - server_cpu
+        db_cpu = db_after - db_cpu
         client_cpu = time.process_time() - client_cpu
         ms = np.array(latencies) * 1e3
         print(f"load (1/5/15 min) before {tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}")
@@ -260,7 +270,8 @@ def main():
         )
         n = max(len(ms), 1)
         print(
-            f"CPU per request: server {server_cpu / n * 1e3:.1f} ms, clients {client_cpu / n * 1e3:.1f} ms "
+            f"CPU per request: server {server_cpu / n * 1e3:.1f} ms, PostgreSQL {db_cpu / n * 1e3:.1f} ms, "
+            f"clients {client_cpu / n * 1e3:.1f} ms "
             f"(server {server_cpu:.0f} CPU-s, i.e. {server_cpu / wall:.2f} of the {os.cpu_count()} cores, over {wall:.0f} s)"
         )
         for e in errors[:5]:

@@ -1,4 +1,6 @@
+import threading
 import uuid
+from collections import OrderedDict
 
 import numpy as np
 from django.conf import settings
@@ -27,6 +29,12 @@ class Gallery(models.Model):
     # the periodic task rebuilds each dirty gallery once, however many changes.
     index_dirty = models.BooleanField(default=False, db_index=True)
     index_dirty_since = models.DateTimeField(null=True, blank=True)
+    # The ready build that search uses, set in the rebuild's transaction. Read
+    # with the gallery row; builds are immutable, so each web process keeps the
+    # few it uses (IndexBuild.cached) and a search needs no query for it.
+    current_index = models.ForeignKey(
+        "IndexBuild", null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["title"]
@@ -43,14 +51,15 @@ class Gallery(models.Model):
         return self.visibility == Visibility.PUBLIC
 
     def current_build(self):
-        """The ready IndexBuild (a rebuild supersedes the previous one), or None."""
-        if hasattr(self, "_current_build"):
-            return self._current_build
-        return self.index_builds.filter(status=IndexBuild.Status.READY).order_by("-version").first()
+        """The ready IndexBuild search uses (a rebuild supersedes the previous one), or None.
 
-    def cache_current_build(self, build):
-        """Remember the ready build read along with this row (selectors.image_for_view)."""
-        self._current_build = build
+        Through current_index when this row names one (no query once the build
+        is cached); otherwise asked of the database, so an instance loaded
+        before the gallery's first build still finds it.
+        """
+        if self.current_index_id is not None:
+            return IndexBuild.cached(self.current_index_id, gallery_id=self.pk)
+        return self.index_builds.filter(status=IndexBuild.Status.READY).order_by("-version").first()
 
 
 class EmbeddingState(models.TextChoices):
@@ -246,6 +255,38 @@ class IndexBuild(models.Model):
 
     def __str__(self):
         return f"{self.gallery} v{self.version}"
+
+    @classmethod
+    def cached(cls, pk, *, gallery_id):
+        """Return the build with this pk from a small per-process cache, or None.
+
+        What search reads of a build (version, checksum, trees, items, snapshot,
+        embedding version) never changes once it is written; only `status` does,
+        and callers reach a build through Gallery.current_index, which names the
+        ready one. A build of another gallery under the same pk (a reused rowid
+        on SQLite) is read again.
+        """
+        with _build_cache_lock:
+            build = _build_cache.get(pk)
+        if build is None or build.gallery_id != gallery_id:
+            build = cls.objects.filter(pk=pk).first()
+            if build is None:
+                return None
+            with _build_cache_lock:
+                _build_cache[pk] = build
+                while len(_build_cache) > BUILD_CACHE_SIZE:
+                    _build_cache.popitem(last=False)
+        return build
+
+    @staticmethod
+    def forget_cached():
+        with _build_cache_lock:
+            _build_cache.clear()
+
+
+BUILD_CACHE_SIZE = 256
+_build_cache = OrderedDict()  # IndexBuild pk -> IndexBuild (oldest first)
+_build_cache_lock = threading.Lock()
 
 
 class SystemNotice(models.Model):

@@ -51,16 +51,14 @@ def gallery_for_owner(*, user, slug):
 
 
 def image_for_view(*, user, pk):
-    """Return the image with its gallery (and the gallery's current index build) loaded, or raise Http404.
+    """Return the image with its gallery loaded, or raise Http404.
 
     Every "find similar" and thumbnail request starts here: one prepared query
     (gallery/sql.py), then the visibility rule for the row (Image.is_visible_to).
     """
-    found = sql.image_gallery_build(pk)
-    if found is None or not found[0].is_visible_to(user):
+    image = sql.image_with_gallery(pk)
+    if image is None or not image.is_visible_to(user):
         raise Http404("No such image.")
-    image, gallery, build = found
-    gallery.cache_current_build(build)
     return image
 
 
@@ -112,7 +110,7 @@ def gallery_status(*, gallery):
 
 @dataclass
 class Match:
-    image: Image
+    image: "sql.ResultImage | Image"  # a result card uses pk, original_name, get_absolute_url()
     distance: float  # cosine distance, 0 (same direction) .. 2
     rank: int = 0
 
@@ -231,8 +229,8 @@ def _delta(base, ref, rows, vector):
 def _matches(gallery, pks, dist, offset, want, names=None):
     """Turn ranked visible (pks, distances) into Match rows for the page [offset, want).
 
-    A result card shows an image's name and links by pk, so its Image holds just
-    those (other fields load on access); `names` comes from the visibility query,
+    A result card shows an image's name and links by pk: Match.image is a
+    sql.ResultImage holding just those; `names` comes from the visibility query,
     or is read here for an exact search.
     """
     page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist()))
@@ -240,7 +238,7 @@ def _matches(gallery, pks, dist, offset, want, names=None):
         names = dict(Image.objects.filter(pk__in=[pk for pk, _ in page]).values_list("pk", "original_name"))
     # A row deleted between the ranking and the fetch is skipped, not an error.
     return [
-        Match(image=sql.light_image(pk, names[pk], gallery.pk), distance=max(d, 0.0), rank=offset + r + 1)
+        Match(image=sql.ResultImage(pk, names[pk], gallery.pk), distance=max(d, 0.0), rank=offset + r + 1)
         for r, (pk, d) in enumerate(page)
         if pk in names
     ]

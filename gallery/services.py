@@ -629,6 +629,7 @@ def gallery_rebuild_index(*, gallery_id):
             snapshot_at=snapshot_at,
             duration_seconds=time.monotonic() - started,
         )
+        Gallery.objects.filter(pk=gallery_id).update(current_index=record)
     # Keep the previous ready version too: a web process may still be reading it.
     index.remove_versions(gallery_id, keep={version, previous.version} if previous else {version})
     return record

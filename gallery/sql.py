@@ -14,8 +14,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.urls import reverse
 
-from gallery.models import EmbeddingState, Gallery, Image, IndexBuild, ModerationState
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 
 
 class _Select:
@@ -55,52 +56,30 @@ def _q(name):
 
 @cache
 def _image_query():
-    image, gallery, build = _Select(Image, "i"), _Select(Gallery, "g"), _Select(IndexBuild, "b")
+    image, gallery = _Select(Image, "i"), _Select(Gallery, "g")
     sql = (
-        f"SELECT {image.sql}, {gallery.sql}, {build.sql} FROM {_table(Image)} i "
-        f"JOIN {_table(Gallery)} g ON g.{_q('id')} = i.{_q('gallery_id')} "
-        f"LEFT JOIN {_table(IndexBuild)} b ON b.{_q('gallery_id')} = g.{_q('id')} AND b.{_q('status')} = %s "
-        f"WHERE i.{_q('id')} = %s ORDER BY b.{_q('version')} DESC LIMIT 1"
+        f"SELECT {image.sql}, {gallery.sql} FROM {_table(Image)} i "
+        f"JOIN {_table(Gallery)} g ON g.{_q('id')} = i.{_q('gallery_id')} WHERE i.{_q('id')} = %s"
     )
-    return sql, image, gallery, build
+    return sql, image, gallery
 
 
-def image_gallery_build(pk):
-    """Return (image, its gallery, the gallery's ready IndexBuild or None), or None if no such image.
+def image_with_gallery(pk):
+    """Return the image with this pk, its gallery loaded (`image.gallery`), or None.
 
-    One round trip instead of three; `image.gallery` is the returned gallery.
+    One round trip instead of two; the gallery's current build comes with it as
+    `current_index_id` (Gallery.current_build reads it from a per-process cache).
     """
-    sql, image_sel, gallery_sel, build_sel = _image_query()
+    sql, image_sel, gallery_sel = _image_query()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [IndexBuild.Status.READY, pk])
+        cursor.execute(sql, [pk])
         row = cursor.fetchone()
     if row is None:
         return None
-    n_image, n_gallery = len(image_sel.fields), len(gallery_sel.fields)
-    image = image_sel.instance(row[:n_image])
-    gallery = gallery_sel.instance(row[n_image : n_image + n_gallery])
+    image = image_sel.instance(row[: len(image_sel.fields)])
+    gallery = gallery_sel.instance(row[len(image_sel.fields) :])
     Image._meta.get_field("gallery").set_cached_value(image, gallery)
-    build_row = row[n_image + n_gallery :]
-    build = build_sel.instance(build_row) if build_row[0] is not None else None
-    return image, gallery, build
-
-
-def current_build(gallery_id):
-    """Return the gallery's ready IndexBuild, or None."""
-    sel = _build_select()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {sel.sql} FROM {_table(IndexBuild)} b WHERE b.{_q('gallery_id')} = %s AND b.{_q('status')} = %s "
-            f"ORDER BY b.{_q('version')} DESC LIMIT 1",
-            [gallery_id, IndexBuild.Status.READY],
-        )
-        row = cursor.fetchone()
-    return sel.instance(row) if row else None
-
-
-@cache
-def _build_select():
-    return _Select(IndexBuild, "b")
+    return image
 
 
 def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_after, exclude_id, public_only, post_moderation):
@@ -152,10 +131,29 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
         return [(pk, name, bool(recent), bool(new)) for pk, name, recent, new in cursor.fetchall()]
 
 
-def light_image(pk, original_name, gallery_id):
-    """An Image with only the fields a result card shows loaded (others load on access, as with .only())."""
-    # from_db takes a partial row's values in the model's field order.
-    return Image.from_db(connection.alias, ["id", "gallery_id", "original_name"], [pk, gallery_id, original_name])
+class ResultImage:
+    """What a result card shows of an image: its pk and name (and links built from the pk).
+
+    Read along with the visibility check, so the page of results costs no
+    further query; code that needs the whole row loads it by pk.
+    """
+
+    __slots__ = ("pk", "original_name", "gallery_id")
+
+    def __init__(self, pk, original_name, gallery_id):
+        self.pk, self.original_name, self.gallery_id = pk, original_name, gallery_id
+
+    def get_absolute_url(self):
+        return reverse("image_detail", kwargs={"pk": self.pk})
+
+    def __eq__(self, other):
+        return isinstance(other, (ResultImage, Image)) and other.pk == self.pk
+
+    def __hash__(self):
+        return hash(self.pk)
+
+    def __repr__(self):
+        return f"<ResultImage {self.pk} {self.original_name!r}>"
 
 
 @cache

@@ -21,10 +21,13 @@ def isolated_files(settings, tmp_path):
     settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
     settings.CELERY_TASK_ALWAYS_EAGER = False
     from gallery import index
+    from gallery.models import IndexBuild
 
     index.evict()
+    IndexBuild.forget_cached()  # SQLite reuses the pks of rolled-back rows
     yield tmp_path
     index.evict()
+    IndexBuild.forget_cached()
 
 
 @pytest.fixture(autouse=True)

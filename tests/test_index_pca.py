@@ -209,6 +209,7 @@ def test_a_version_built_before_the_projection_is_searched_exactly_and_rebuilt(b
 
     new = services.gallery_rebuild_index(gallery_id=gallery.pk)
     assert all(path.exists() for path in index._local_paths(gallery.pk, new.version))
+    gallery.refresh_from_db()  # as the next request reads it: naming the new build
     got = selectors.similar_images(user=owner, image=images[5], k=10)
     assert [m.image.pk for m in got] == _exact_page(gallery, vecs[5], images[5].pk)
     assert (gallery.pk, new.version) in index._cache  # served by the new index

@@ -29,3 +29,24 @@ def test_galleries_with_an_index_are_marked_stale_on_upgrade():
     dirty = dict(Gallery.objects.values_list("slug", "index_dirty"))
     assert dirty == {"a": True, "b": False, "c": False}
     assert Gallery.objects.get(slug="a").index_dirty_since is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_galleries_point_at_their_ready_build_after_upgrade():
+    before, after = [("gallery", "0004_rebuild_indexes_with_projection")], [("gallery", "0005_gallery_current_index")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    apps = executor.loader.project_state(before).apps
+    owner = apps.get_model("auth", "User").objects.create(username="u")
+    Gallery, IndexBuild = apps.get_model("gallery", "Gallery"), apps.get_model("gallery", "IndexBuild")
+    built = Gallery.objects.create(owner=owner, title="a", slug="a")
+    never = Gallery.objects.create(owner=owner, title="b", slug="b")
+    IndexBuild.objects.create(gallery=built, version=1, status="superseded", snapshot_at=timezone.now())
+    ready = IndexBuild.objects.create(gallery=built, version=2, status="ready", snapshot_at=timezone.now())
+    IndexBuild.objects.create(gallery=built, version=3, status="failed", snapshot_at=timezone.now())
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    Gallery = executor.loader.project_state(after).apps.get_model("gallery", "Gallery")
+    assert Gallery.objects.get(pk=built.pk).current_index_id == ready.pk
+    assert Gallery.objects.get(pk=never.pk).current_index_id is None

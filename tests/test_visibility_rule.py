@@ -11,9 +11,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gallery import auth, embeddings, sql
+from gallery import auth, embeddings, services, sql
 from gallery.models import Gallery, Image, IndexBuild, ModerationState, Visibility
 from tests import vectors
 
@@ -74,20 +76,33 @@ def test_candidates_flag_recent_and_new_rows_and_honour_exclude(owner):
     assert by_pk[new[0].pk] == (new[0].original_name, True, True)
 
 
-def test_image_gallery_build_reads_what_the_orm_reads(owner):
+def test_image_with_gallery_reads_what_the_orm_reads(owner):
     gallery = Gallery.objects.create(owner=owner, title="t", slug="t", visibility=Visibility.PUBLIC)
     image = vectors.add_images(gallery, vectors.clustered(1, seed=4))[0]
-    got_image, got_gallery, build = sql.image_gallery_build(image.pk)
-    assert build is None
-    fields = [f.attname for f in Image._meta.concrete_fields]
-    orm = Image.objects.get(pk=image.pk)
-    assert [getattr(got_image, f) for f in fields] == [getattr(orm, f) for f in fields]
-    assert got_image.gallery is got_gallery and got_gallery.slug == "t" and got_gallery.owner_id == owner.pk
-    assert bytes(got_image.embedding) == bytes(orm.embedding)
-    for version, status in ((1, IndexBuild.Status.SUPERSEDED), (2, IndexBuild.Status.READY), (3, IndexBuild.Status.FAILED)):
-        IndexBuild.objects.create(gallery=gallery, version=version, status=status, snapshot_at=timezone.now(), item_count=1)
-    assert sql.image_gallery_build(image.pk)[2].version == 2
-    assert sql.image_gallery_build(image.pk + 1000) is None
+    got = sql.image_with_gallery(image.pk)
+    orm = Image.objects.select_related("gallery").get(pk=image.pk)
+    for model, a, b in ((Image, got, orm), (Gallery, got.gallery, orm.gallery)):
+        fields = [f.attname for f in model._meta.concrete_fields]
+        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+    assert bytes(got.embedding) == bytes(orm.embedding)
+    assert sql.image_with_gallery(image.pk + 1000) is None
+
+
+def test_the_current_build_follows_the_gallery_row(owner):
+    gallery = Gallery.objects.create(owner=owner, title="t", slug="t")
+    vectors.add_images(gallery, vectors.clustered(20, seed=5))
+    stale = Gallery.objects.get(pk=gallery.pk)
+    assert stale.current_build() is None
+    first = services.gallery_rebuild_index(gallery_id=gallery.pk)
+    assert stale.current_build() == first  # a row read before the first build asks the database
+    second = services.gallery_rebuild_index(gallery_id=gallery.pk)
+    fresh = Gallery.objects.get(pk=gallery.pk)
+    assert fresh.current_index_id == second.pk
+    assert fresh.current_build() == second  # read once, then kept by this process
+    with CaptureQueriesContext(connection) as queries:
+        assert Gallery.objects.get(pk=gallery.pk).current_build().checksum == second.checksum
+    assert len(queries) == 1  # the gallery row only
+    assert IndexBuild.objects.get(pk=first.pk).status == IndexBuild.Status.SUPERSEDED
 
 
 def test_session_and_user_reads_keep_djangos_checks(client, owner):
