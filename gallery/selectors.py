@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from gallery import embeddings, index, sql
-from gallery.models import EmbeddingState, Gallery, Image, IndexBuild, ModerationState, Visibility
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Visibility
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ def test_galleries_with_an_index_are_marked_stale_on_upgrade():
     owner = User.objects.create(username="u")
     indexed = Gallery.objects.create(owner=owner, title="a", slug="a")
     failed_only = Gallery.objects.create(owner=owner, title="b", slug="b")
-    never = Gallery.objects.create(owner=owner, title="c", slug="c")
+    Gallery.objects.create(owner=owner, title="c", slug="c")  # never built: stays as it is
     IndexBuild.objects.create(gallery=indexed, version=1, status="ready", snapshot_at=timezone.now())
     IndexBuild.objects.create(gallery=failed_only, version=1, status="failed", snapshot_at=timezone.now())
 
