@@ -19,20 +19,28 @@ fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 BROKER="${CELERY_BROKER_URL:-$REDIS_URL}"
 
+# Each service runs in its own process group (setsid), so Ctrl-C reaches only this
+# script, which stops them in order: one TERM to each service's main process (a
+# warm shutdown: gunicorn's master and Celery stop their own children), then,
+# after 15 s, KILL to whatever is left of each group. (A Ctrl-C sent to every
+# process at once made gunicorn's threaded workers hang in a second quit signal.)
 pids=()
+start() {
+  setsid "$@" &
+  pids+=($!)
+}
 cleanup() {
   trap - INT TERM EXIT
   echo
   echo "Stopping..."
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # Give each process 15 s for a warm shutdown (a worker finishes its batch), then stop it hard.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 75); do
     alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
     ((alive)) || break
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -48,7 +56,7 @@ if ! redis_ok; then
   port=$($BIN/python -c "import sys; from urllib.parse import urlparse; u=urlparse(sys.argv[1]); print(u.port or 6379 if u.hostname in ('127.0.0.1','localhost') else '')" "$BROKER")
   if [[ -n "$port" ]] && command -v redis-server >/dev/null; then
     echo "No Redis answers at $BROKER: starting a local redis-server on port $port (data kept in var/)."
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$PWD/var" --save "" --appendonly no --logfile "$PWD/var/redis.log" &
+    setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$PWD/var" --save "" --appendonly no --logfile "$PWD/var/redis.log" &
     redis_pid=$!
     for _ in $(seq 20); do
       kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server did not start (see var/redis.log)."; break; }
@@ -72,15 +80,11 @@ $BIN/python manage.py collectstatic --noinput -v 0
 $BIN/python manage.py check
 
 if [[ "$IMAGESEARCH_EAGER" == "0" ]]; then
-  $BIN/celery -A imagesearch worker --pool solo -Q embed -n "embed@%h" --loglevel INFO &
-  pids+=($!)
-  $BIN/celery -A imagesearch worker --concurrency 1 -Q index,default -n "index@%h" --loglevel INFO &
-  pids+=($!)
-  $BIN/celery -A imagesearch beat --loglevel INFO --schedule var/celerybeat-schedule &
-  pids+=($!)
+  start $BIN/celery -A imagesearch worker --pool solo -Q embed -n "embed@%h" --loglevel INFO
+  start $BIN/celery -A imagesearch worker --concurrency 1 -Q index,default -n "index@%h" --loglevel INFO
+  start $BIN/celery -A imagesearch beat --loglevel INFO --schedule var/celerybeat-schedule
 fi
-$BIN/gunicorn imagesearch.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --access-logfile - &
-pids+=($!)
+start $BIN/gunicorn imagesearch.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --access-logfile -
 
 sleep 2
 cat <<MSG
