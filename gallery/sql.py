@@ -22,9 +22,9 @@ from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 class _Select:
     """The columns of one model in a SELECT, and how to turn them into an instance."""
 
-    def __init__(self, model, alias, fields=None):
+    def __init__(self, model, alias):
         self.model = model
-        self.fields = fields or [f for f in model._meta.concrete_fields]
+        self.fields = list(model._meta.concrete_fields)
         self.attnames = [f.attname for f in self.fields]
         q = connection.ops.quote_name
         self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)
@@ -54,6 +54,12 @@ def _q(name):
     return connection.ops.quote_name(name)
 
 
+def _fetch_one(sql, params):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 @cache
 def _image_query():
     image, gallery = _Select(Image, "i"), _Select(Gallery, "g")
@@ -71,9 +77,7 @@ def image_with_gallery(pk):
     `current_index_id` (Gallery.current_build reads it from a per-process cache).
     """
     sql, image_sel, gallery_sel = _image_query()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
+    row = _fetch_one(sql, [pk])
     if row is None:
         return None
     image = image_sel.instance(row[: len(image_sel.fields)])
@@ -146,12 +150,6 @@ class ResultImage:
     def get_absolute_url(self):
         return reverse("image_detail", kwargs={"pk": self.pk})
 
-    def __eq__(self, other):
-        return isinstance(other, (ResultImage, Image)) and other.pk == self.pk
-
-    def __hash__(self):
-        return hash(self.pk)
-
     def __repr__(self):
         return f"<ResultImage {self.pk} {self.original_name!r}>"
 
@@ -169,9 +167,7 @@ def _session_query():
 def unexpired_session(session_key, now):
     """Return the Session row with this key that has not expired, or None."""
     sql, sel = _session_query()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [session_key, connection.ops.adapt_datetimefield_value(now)])
-        row = cursor.fetchone()
+    row = _fetch_one(sql, [session_key, connection.ops.adapt_datetimefield_value(now)])
     return sel.instance(row) if row else None
 
 
@@ -189,7 +185,5 @@ def user_by_pk(pk):
         pk = get_user_model()._meta.pk.to_python(pk)
     except (ValidationError, TypeError, ValueError):  # a session naming a malformed id names no user
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
+    row = _fetch_one(sql, [pk])
     return sel.instance(row) if row else None
