@@ -5,7 +5,7 @@ again on every query, and the next rebuild heals it."""
 import pytest
 from django.urls import reverse
 
-from gallery import index, selectors, services, tasks
+from gallery import index, selectors, tasks
 from gallery.models import Gallery
 from tests import live, vectors
 
@@ -14,12 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def built(owner):
-    gallery = Gallery.objects.create(owner=owner, title="Fallback", slug="fallback")
-    vecs = vectors.clustered(500, seed=4, per_cluster=50)
-    images = vectors.add_images(gallery, vecs)
-    build = services.gallery_rebuild_index(gallery_id=gallery.pk)
-    Gallery.objects.filter(pk=gallery.pk).update(index_dirty=False)
-    return gallery, images, vecs, build
+    return vectors.indexed_gallery(owner, "fallback")
 
 
 def _paths(build):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from gallery import index, selectors, services
-from gallery.models import Gallery
 from tests import vectors
 
 pytestmark = pytest.mark.django_db
@@ -125,12 +124,7 @@ def test_search_k_grows_with_the_gallery_and_the_pool_with_the_results_asked():
 
 @pytest.fixture
 def built(owner):
-    gallery = Gallery.objects.create(owner=owner, title="Projected", slug="projected")
-    vecs = vectors.clustered(500, seed=4, per_cluster=50)
-    images = vectors.add_images(gallery, vecs)
-    build = services.gallery_rebuild_index(gallery_id=gallery.pk)
-    Gallery.objects.filter(pk=gallery.pk).update(index_dirty=False)
-    return gallery, images, vecs, build
+    return vectors.indexed_gallery(owner, "projected")
 
 
 def _exact_page(gallery, vec, exclude, k=10):

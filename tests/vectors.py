@@ -49,3 +49,19 @@ def add_images(gallery, vectors, *, embedded_ago=timedelta(hours=1), moderation=
     if created and created[0].pk is None:  # backends without RETURNING
         created = list(Image.objects.filter(gallery=gallery, original_name__startswith=prefix).order_by("pk"))[-len(rows):]
     return created
+
+
+def indexed_gallery(owner, slug, n=500, seed=4, per_cluster=50):
+    """A gallery of `n` clustered ready images with a built index and no rebuild pending.
+
+    Returns (gallery, images, vectors, build).
+    """
+    from gallery import services
+    from gallery.models import Gallery
+
+    gallery = Gallery.objects.create(owner=owner, title=slug.title(), slug=slug)
+    vecs = clustered(n, seed=seed, per_cluster=per_cluster)
+    images = add_images(gallery, vecs)
+    build = services.gallery_rebuild_index(gallery_id=gallery.pk)
+    Gallery.objects.filter(pk=gallery.pk).update(index_dirty=False)
+    return gallery, images, vecs, build
