@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, F, Q
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -291,13 +291,6 @@ class ModerationQueueAdmin(ImageAdmin):
         return super().get_queryset(request).filter(moderation_state=ModerationState.PENDING)
 
 
-def _latest_build(field):
-    return Subquery(
-        IndexBuild.objects.filter(gallery=OuterRef("pk"), status=IndexBuild.Status.READY)
-        .order_by("-version")
-        .values(field)[:1]
-    )
-
 
 def _count_column(name, description):
     return admin.display(description=description, ordering=name)(lambda self, obj: getattr(obj, name))
@@ -338,9 +331,10 @@ class GalleryAdmin(admin.ModelAdmin):
                 ),
                 n_ready=Count("images", filter=Q(**{images + "embedding_state": EmbeddingState.READY})),
                 n_failed=Count("images", filter=Q(**{images + "embedding_state": EmbeddingState.FAILED})),
-                index_version=_latest_build("version"),
-                index_items=_latest_build("item_count"),
-                index_built_at=_latest_build("built_at"),
+                # The build search uses, which the gallery row names.
+                index_version=F("current_index__version"),
+                index_items=F("current_index__item_count"),
+                index_built_at=F("current_index__built_at"),
             )
         )
 

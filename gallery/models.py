@@ -50,6 +50,10 @@ class Gallery(models.Model):
     def is_public(self):
         return self.visibility == Visibility.PUBLIC
 
+    def shows_every_image_to(self, user):
+        """Staff and the owner see every image of the gallery, whatever its moderation state."""
+        return user.is_authenticated and (user.is_staff or self.owner_id == user.pk)
+
     def current_build(self):
         """The ready IndexBuild search uses (a rebuild supersedes the previous one), or None.
 
@@ -178,7 +182,7 @@ class Image(models.Model):
 
     def is_visible_to(self, user):
         """ImageQuerySet.visible_to for this one row (its gallery loaded): may `user` see it?"""
-        if user.is_authenticated and (user.is_staff or self.gallery.owner_id == user.pk):
+        if self.gallery.shows_every_image_to(user):
             return True
         if self.gallery.visibility != Visibility.PUBLIC:
             return False
