@@ -42,6 +42,19 @@ class SearchControlsForm(forms.Form):
         page = data.get("page") or 1
         return k, (page - 1) * k, data.get("max_distance"), page
 
+    @classmethod
+    def read(cls, data):
+        """Return ((k, offset, max_distance, page), errors) from a query string.
+
+        Invalid fields fall back to their defaults and are named in `errors`
+        (empty when all is valid). No controls at all, the common case, builds
+        no form.
+        """
+        if not data:
+            return (settings.IMAGESEARCH_DEFAULT_K, 0, None, 1), {}
+        form = cls(data)
+        return form.values(), form.errors
+
 
 class QueryImageForm(forms.Form):
     image = forms.FileField()

@@ -486,6 +486,15 @@ def contains(ref, pks):
     return loaded.ids[at] == pks
 
 
+def stored_vector(ref, pk):
+    """Return the (512,) float32 vector this version holds for image `pk`, or None if it holds none."""
+    loaded = _load(ref)
+    at = int(np.searchsorted(loaded.ids, pk))
+    if at < len(loaded.ids) and loaded.ids[at] == pk:
+        return np.array(loaded.vectors[at])
+    return None
+
+
 def evict(gallery_id=None):
     """Forget loaded and broken indexes in this process (all, or one gallery's)."""
     with _cache_lock:

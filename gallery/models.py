@@ -4,10 +4,13 @@ from collections import OrderedDict
 
 import numpy as np
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from gallery import index
 
 EMBEDDING_DIM = 512
 
@@ -260,6 +263,11 @@ class IndexBuild(models.Model):
     def __str__(self):
         return f"{self.gallery} v{self.version}"
 
+    @property
+    def ref(self):
+        """This build as gallery.index knows a published version."""
+        return index.Ref(self.gallery_id, self.version, self.checksum, self.n_trees, self.item_count)
+
     @classmethod
     def cached(cls, pk, *, gallery_id):
         """Return the build with this pk from a small per-process cache, or None.
@@ -302,3 +310,25 @@ class SystemNotice(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class Session(AbstractBaseSession):
+    """A session that names its signed-in user, so one query reads both (gallery.auth).
+
+    Django's own session row keeps the user only inside its signed data; this
+    column is written from that data on every save, and deleting a user deletes
+    their sessions.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+", editable=False
+    )
+
+    class Meta(AbstractBaseSession.Meta):
+        db_table = "gallery_session"
+
+    @classmethod
+    def get_session_store_class(cls):
+        from gallery.auth import SessionStore
+
+        return SessionStore

@@ -11,20 +11,19 @@ converters, exactly as the ORM would build them. Everything else uses the ORM.
 from functools import cache
 
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.models import Session
-from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
-from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Session
 
 
 class _Select:
     """The columns of one model in a SELECT, and how to turn them into an instance."""
 
-    def __init__(self, model, alias):
+    def __init__(self, model, alias, defer=()):
         self.model = model
-        self.fields = list(model._meta.concrete_fields)
+        # A deferred field is loaded by its own query when first read, as with QuerySet.defer().
+        self.fields = [f for f in model._meta.concrete_fields if f.name not in defer]
         self.attnames = [f.attname for f in self.fields]
         q = connection.ops.quote_name
         self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)
@@ -62,7 +61,7 @@ def _fetch_one(sql, params):
 
 @cache
 def _image_query():
-    image, gallery = _Select(Image, "i"), _Select(Gallery, "g")
+    image, gallery = _Select(Image, "i", defer=("embedding",)), _Select(Gallery, "g")
     sql = (
         f"SELECT {image.sql}, {gallery.sql} FROM {_table(Image)} i "
         f"JOIN {_table(Gallery)} g ON g.{_q('id')} = i.{_q('gallery_id')} WHERE i.{_q('id')} = %s"
@@ -75,6 +74,8 @@ def image_with_gallery(pk):
 
     One round trip instead of two; the gallery's current build comes with it as
     `current_index_id` (Gallery.current_build reads it from a per-process cache).
+    The 2 KB embedding is deferred: "find similar" takes the vector from the
+    index when it holds it (selectors.similar_images).
     """
     sql, image_sel, gallery_sel = _image_query()
     row = _fetch_one(sql, [pk])
@@ -156,19 +157,29 @@ class ResultImage:
 
 @cache
 def _session_query():
-    sel = _Select(Session, "s")
+    model = get_user_model()
+    session, user = _Select(Session, "s"), _Select(model, "u")
     sql = (
-        f"SELECT {sel.sql} FROM {_table(Session)} s "
+        f"SELECT {session.sql}, {user.sql} FROM {_table(Session)} s "
+        f"LEFT JOIN {_table(model)} u ON u.{_q(model._meta.pk.column)} = s.{_q('user_id')} "
         f"WHERE s.{_q('session_key')} = %s AND s.{_q('expire_date')} > %s"
     )
-    return sql, sel
+    return sql, session, user
 
 
 def unexpired_session(session_key, now):
-    """Return the Session row with this key that has not expired, or None."""
-    sql, sel = _session_query()
+    """Return (session, user) for the unexpired session with this key, or None.
+
+    `user` is the user the row names (models.Session.user), or None when it
+    names none or that user is gone.
+    """
+    sql, session_sel, user_sel = _session_query()
     row = _fetch_one(sql, [session_key, connection.ops.adapt_datetimefield_value(now)])
-    return sel.instance(row) if row else None
+    if row is None:
+        return None
+    n = len(session_sel.fields)
+    user_row = row[n:]
+    return session_sel.instance(row[:n]), (user_sel.instance(user_row) if user_row[0] is not None else None)
 
 
 @cache
@@ -179,11 +190,7 @@ def _user_query():
 
 
 def user_by_pk(pk):
-    """Return the user with this primary key, or None."""
+    """Return the user with this primary key (already of the pk's type), or None."""
     sql, sel = _user_query()
-    try:
-        pk = get_user_model()._meta.pk.to_python(pk)
-    except (ValidationError, TypeError, ValueError):  # a session naming a malformed id names no user
-        return None
     row = _fetch_one(sql, [pk])
     return sel.instance(row) if row else None

@@ -12,10 +12,6 @@ from tests import imagegen, vectors
 pytestmark = pytest.mark.django_db
 
 
-def _ref(build):
-    return index.Ref(build.gallery_id, build.version, build.checksum, build.n_trees, build.item_count)
-
-
 def test_a_new_near_duplicate_is_found_first_before_any_rebuild(owner):
     gallery = services.gallery_create(owner=owner, title="Fresh")
     for seed in range(5):
@@ -30,7 +26,7 @@ def test_a_new_near_duplicate_is_found_first_before_any_rebuild(owner):
     new.refresh_from_db()
 
     assert IndexBuild.objects.filter(gallery=gallery).count() == 1
-    assert not index.contains(_ref(build), [new.pk]).any()
+    assert not index.contains(build.ref, [new.pk]).any()
     original = Image.objects.get(gallery=gallery, original_name="scene-2.jpg")
     got = selectors.similar_images(user=owner, image=original, k=3)
     assert got[0].image.pk == new.pk
@@ -51,7 +47,7 @@ def test_an_image_committed_just_before_the_snapshot_but_missing_from_the_index_
     late_vec /= np.linalg.norm(late_vec)
     [late] = vectors.add_images(gallery, [late_vec], prefix="late")
     Image.objects.filter(pk=late.pk).update(embedded_at=build.snapshot_at - timedelta(seconds=30))
-    assert not index.contains(_ref(build), [late.pk]).any()
+    assert not index.contains(build.ref, [late.pk]).any()
 
     got = selectors.search_vector(user=owner, gallery=gallery, vector=late_vec, k=2)
     assert got[0].image.pk == late.pk

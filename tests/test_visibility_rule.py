@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.contrib.sessions.models import Session
 from django.db import connection
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gallery import auth, embeddings, services, sql
-from gallery.models import Gallery, Image, IndexBuild, ModerationState, Visibility
+from gallery.models import Gallery, Image, IndexBuild, ModerationState, Session, Visibility
 from tests import vectors
 
 pytestmark = pytest.mark.django_db
@@ -103,6 +103,39 @@ def test_the_current_build_follows_the_gallery_row(owner):
         assert Gallery.objects.get(pk=gallery.pk).current_build().checksum == second.checksum
     assert len(queries) == 1  # the gallery row only
     assert IndexBuild.objects.get(pk=first.pk).status == IndexBuild.Status.SUPERSEDED
+
+
+def _request_with_session(key):
+    request = RequestFactory().get("/")
+    request.session = auth.SessionStore(key)
+    return request
+
+
+def test_one_query_reads_the_session_and_its_user(client, owner):
+    client.force_login(owner)
+    key = client.cookies["sessionid"].value
+    assert Session.objects.get(session_key=key).user_id == owner.pk  # written from the session's data
+    request = _request_with_session(key)
+    with CaptureQueriesContext(connection) as queries:
+        assert auth.get_user(request) == owner
+    assert len(queries) == 1
+    assert auth.get_user(request) is request._cached_user  # once per request
+
+    client.logout()
+    assert not Session.objects.filter(session_key=key).exists()
+    client.force_login(owner)
+    key = client.cookies["sessionid"].value
+    owner.delete()  # and with them their sessions
+    assert not Session.objects.filter(session_key=key).exists()
+    assert auth.get_user(_request_with_session(key)).is_anonymous
+
+
+def test_a_row_naming_another_user_than_its_data_is_not_trusted(client, owner):
+    other = get_user_model().objects.create_user("other", password="pw-other-123")
+    client.force_login(owner)
+    key = client.cookies["sessionid"].value
+    Session.objects.filter(session_key=key).update(user=other)  # never written so; the data decides
+    assert auth.get_user(_request_with_session(key)) == owner
 
 
 def test_session_and_user_reads_keep_djangos_checks(client, owner):

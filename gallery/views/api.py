@@ -6,12 +6,12 @@ Authenticate with the session (and its CSRF token for POST) or HTTP Basic
 
 import base64
 import binascii
-from functools import wraps
+from functools import lru_cache, wraps
 
 from django.contrib.auth import authenticate
 from django.http import JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -54,11 +54,17 @@ def api_view(view):
     return wrapper
 
 
-_PK = 987654321  # reversed once per response, then replaced: reverse() per result costs more than the search
+_PK = 987654321  # reversed once, then replaced: reverse() per result costs more than the search
+
+
+@lru_cache(maxsize=8)
+def _result_links(script_prefix):
+    """The page and thumbnail URLs of image _PK under this script prefix (reverse() reads it)."""
+    return tuple(reverse(name, kwargs={"pk": _PK}) for name in ("image_detail", "image_thumb"))
 
 
 def _results_json(matches):
-    page, thumb = (reverse(name, kwargs={"pk": _PK}) for name in ("image_detail", "image_thumb"))
+    page, thumb = _result_links(get_script_prefix())
     return [
         {
             "rank": m.rank,
@@ -74,10 +80,10 @@ def _results_json(matches):
 
 
 def _controls(request):
-    form = SearchControlsForm(request.GET)
-    if request.GET and not form.is_valid():
-        return None, JsonResponse({"error": "Invalid parameters.", "fields": form.errors}, status=400)
-    return form.values(), None
+    values, errors = SearchControlsForm.read(request.GET)
+    if errors:
+        return None, JsonResponse({"error": "Invalid parameters.", "fields": errors}, status=400)
+    return values, None
 
 
 @api_view

@@ -158,8 +158,7 @@ def gallery_search(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
     form = QueryImageForm(request.POST, request.FILES)
     # k may come from the search form itself (no-JS) or from the query string.
-    controls = SearchControlsForm(request.GET or request.POST)
-    k, offset, max_distance, _page = controls.values()
+    (k, offset, max_distance, _page), _errors = SearchControlsForm.read(request.GET or request.POST)
     error, matches, preview = None, [], None
     if not form.is_valid():
         error = "Choose an image file to search with."
@@ -194,8 +193,7 @@ def image_detail(request, pk):
 
 def image_similar(request, pk):
     image = selectors.image_for_view(user=request.user, pk=pk)
-    controls = SearchControlsForm(request.GET)
-    k, offset, max_distance, page = controls.values()
+    (k, offset, max_distance, page), _errors = SearchControlsForm.read(request.GET)
     matches = selectors.similar_images(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
     return render(
         request,

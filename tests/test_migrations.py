@@ -1,6 +1,9 @@
-"""Upgrading marks every indexed gallery stale, so beat rebuilds it with the projection."""
+"""Upgrades keep what people had: indexed galleries are rebuilt with the
+projection, galleries point at their ready build, sessions stay signed in."""
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
+from django.contrib.sessions.models import Session as DjangoSession
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
@@ -11,6 +14,13 @@ def _migrate(name):
     executor = MigrationExecutor(connection)
     executor.migrate([("gallery", name)])
     return executor.loader.project_state([("gallery", name)]).apps
+
+
+@pytest.fixture(autouse=True)
+def back_to_the_latest_migration():
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("gallery"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -46,3 +56,25 @@ def test_galleries_point_at_their_ready_build_after_upgrade():
     Gallery = _migrate("0005_gallery_current_index").get_model("gallery", "Gallery")
     assert Gallery.objects.get(pk=built.pk).current_index_id == ready.pk
     assert Gallery.objects.get(pk=never.pk).current_index_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signed_in_sessions_carry_over_with_their_user():
+    apps = _migrate("0005_gallery_current_index")
+    owner = apps.get_model("auth", "User").objects.create(username="u")
+    old_sessions = DjangoSession  # django.contrib.sessions' own table, which the upgrade reads
+    signed_in, anonymous, expired = DjangoSessionStore(), DjangoSessionStore(), DjangoSessionStore()
+    signed_in.update({"_auth_user_id": str(owner.pk), "_auth_user_backend": "gallery.auth.ModelBackend"})
+    anonymous["theme"] = "dark"
+    expired["_auth_user_id"] = str(owner.pk)
+    for store in (signed_in, anonymous, expired):
+        store.save()  # Django's own table: what an installation before the upgrade has
+    old_sessions.objects.filter(session_key=expired.session_key).update(expire_date=timezone.now())
+    forged = old_sessions.objects.create(session_key="x" * 32, session_data="not-signed", expire_date=signed_in.get_expiry_date())
+
+    Session = _migrate("0006_session_with_user").get_model("gallery", "Session")
+    users = dict(Session.objects.values_list("session_key", "user_id"))
+    assert users == {signed_in.session_key: owner.pk, anonymous.session_key: None, forged.session_key: None}
+    assert Session.objects.get(session_key=signed_in.session_key).session_data == old_sessions.objects.get(
+        session_key=signed_in.session_key
+    ).session_data
