@@ -4,6 +4,9 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from gallery import index, selectors, services
 from gallery.models import Gallery, Image, IndexBuild
@@ -82,3 +85,25 @@ def test_pages_and_maximum_distance_cut_the_same_ranking(owner):
     limit = whole[7].distance
     near = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=30, max_distance=limit)
     assert [m.image.pk for m in near] == [m.image.pk for m in whole[:8]]
+
+
+def test_find_similar_takes_the_query_vector_from_the_index_unless_embedded_again(owner):
+    gallery = Gallery.objects.create(owner=owner, title="Vec", slug="vec")
+    vecs = vectors.clustered(300, seed=6, per_cluster=30)
+    images = vectors.add_images(gallery, vecs)  # embedded an hour before the build
+    services.gallery_rebuild_index(gallery_id=gallery.pk)
+
+    image = selectors.image_for_view(user=owner, pk=images[40].pk)
+    with CaptureQueriesContext(connection) as queries:
+        got = selectors.similar_images(user=owner, image=image, k=5)
+    assert not [q["sql"] for q in queries if '"embedding"' in q["sql"]]  # the 2 KB column was not read
+    exact = selectors.exact_search(gallery=gallery, vectors=vecs[40][None, :], k=5, exclude_ids=[images[40].pk])[0]
+    assert [m.image.pk for m in got] == exact
+
+    # Embedded again since the build, with another vector: the row's vector is the query.
+    Image.objects.filter(pk=images[40].pk).update(embedding=vecs[200].astype("<f4").tobytes(), embedded_at=timezone.now())
+    image = selectors.image_for_view(user=owner, pk=images[40].pk)
+    with CaptureQueriesContext(connection) as queries:
+        got = selectors.similar_images(user=owner, image=image, k=5)
+    assert [q["sql"] for q in queries if '"embedding"' in q["sql"]]
+    assert got[0].image.pk == images[200].pk and got[0].distance < 1e-5
