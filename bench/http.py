@@ -130,9 +130,13 @@ class Client:
     """One keep-alive HTTP/1.1 connection: GET a path, return (status, body)."""
 
     def __init__(self, port, cookie):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = port
         self.headers = f"Host: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nAccept: application/json\r\n\r\n".encode()
+        self.sock = None
+
+    def _connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
     def _fill(self):
@@ -142,6 +146,8 @@ class Client:
         self.buffer += data
 
     def get(self, path):
+        if self.sock is None:
+            self._connect()
         self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self.headers)
         while (end := self.buffer.find(b"\r\n\r\n")) < 0:
             self._fill()
@@ -154,12 +160,14 @@ class Client:
         while len(self.buffer) < length:
             self._fill()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
-        if fields.get("connection", "").lower() == "close":
-            raise ConnectionError("the server asked to close the connection")
+        if fields.get("connection", "").lower() == "close":  # gunicorn's sync worker: one request per connection
+            self.close()
         return int(head[9:12]), body
 
     def close(self):
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def cpu_seconds():

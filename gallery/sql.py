@@ -8,10 +8,10 @@ accept, and their rows become model instances through the backend's own
 converters, exactly as the ORM would build them. Everything else uses the ORM.
 """
 
-from functools import cache
+from functools import cache, lru_cache
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.urls import reverse
 
 from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Session
@@ -34,15 +34,15 @@ class _Select:
             if found:
                 self.converters.append((i, found, col))
 
-    def instance(self, row):
-        """Build the model instance from this model's slice of a row."""
+    def instance(self, row, db):
+        """Build the model instance from this model's slice of a row read through `db`."""
         values = list(row)
         for i, found, col in self.converters:
             value = values[i]
             for convert in found:
-                value = convert(value, col, connection)
+                value = convert(value, col, db)
             values[i] = value
-        return self.model.from_db(connection.alias, self.attnames, values)
+        return self.model.from_db(db.alias, self.attnames, values)
 
 
 def _table(model):
@@ -53,8 +53,31 @@ def _q(name):
     return connection.ops.quote_name(name)
 
 
-def _fetch_one(sql, params):
-    with connection.cursor() as cursor:
+def _db():
+    """The default connection itself. (`django.db.connection` is a proxy that looks
+    the connection up again on every attribute: dozens of times per request here.)"""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _cursor(db):
+    """A cursor for these statements, wrapped as Django wraps its own (errors, query log).
+
+    On PostgreSQL it binds parameters on the server: Django's default cursor
+    quotes each value into the SQL text in Python, most of the client's CPU for
+    a short query.
+    """
+    if db.vendor != "postgresql":
+        return db.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        return db._prepare_cursor(ServerBindingCursor(db.connection))
+
+
+def _fetch_one(db, sql, params):
+    with _cursor(db) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
@@ -78,11 +101,12 @@ def image_with_gallery(pk):
     index when it holds it (selectors.similar_images).
     """
     sql, image_sel, gallery_sel = _image_query()
-    row = _fetch_one(sql, [pk])
+    db = _db()
+    row = _fetch_one(db, sql, [pk])
     if row is None:
         return None
-    image = image_sel.instance(row[: len(image_sel.fields)])
-    gallery = gallery_sel.instance(row[len(image_sel.fields) :])
+    image = image_sel.instance(row[: len(image_sel.fields)], db)
+    gallery = gallery_sel.instance(row[len(image_sel.fields) :], db)
     Image._meta.get_field("gallery").set_cached_value(image, gallery)
     return image
 
@@ -97,43 +121,48 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
     that were not auto-flagged (ImageQuerySet.visible_to, for one gallery).
     is_recent: embedded after `recent_after`; is_new: embedded after `new_after`.
     """
+    db = _db()
     pks = [int(pk) for pk in pks]
-    adapt = connection.ops.adapt_datetimefield_value
-    where = [
-        f"{_q('gallery_id')} = %s",
-        f"{_q('embedding_state')} = %s",
-        f"{_q('moderation_state')} <> %s",
-        f"{_q('embedding_version')} = %s",
-    ]
-    params = [gallery_id, EmbeddingState.READY, ModerationState.REJECTED, embedding_version]
-    match = f"{_q('embedded_at')} > %s"
-    if pks and connection.vendor == "postgresql":
-        # One array parameter: the statement's text is the same for any number of
-        # candidates, so the driver's parsed-query cache serves it.
-        match = f"({_q('id')} = ANY(%s) OR {match})"
-        params.append(pks)
-    elif pks:
-        match = f"({_q('id')} IN ({', '.join(['%s'] * len(pks))}) OR {match})"
-        params += pks
-    where.append(match)
-    params.append(adapt(recent_after))
+    postgresql = db.vendor == "postgresql"
+    sql = _candidates_query(
+        db.vendor, 0 if postgresql else len(pks), bool(pks), exclude_id is not None, public_only, post_moderation
+    )
+    adapt = db.ops.adapt_datetimefield_value
+    recent_after, new_after = adapt(recent_after), adapt(new_after)
+    params = [recent_after, new_after, gallery_id, EmbeddingState.READY, ModerationState.REJECTED, embedding_version]
+    if pks:
+        # On PostgreSQL one array parameter: the same statement for any number of candidates.
+        params += [pks] if postgresql else pks
+    params.append(recent_after)
     if exclude_id is not None:
-        where.append(f"{_q('id')} <> %s")
         params.append(exclude_id)
     if public_only:
-        if post_moderation:
-            where.append(f"({_q('moderation_state')} = %s OR ({_q('moderation_state')} = %s AND NOT {_q('flagged')}))")
-            params += [ModerationState.APPROVED, ModerationState.PENDING]
-        else:
-            where.append(f"{_q('moderation_state')} = %s")
-            params.append(ModerationState.APPROVED)
-    sql = (
+        params += [ModerationState.APPROVED, ModerationState.PENDING] if post_moderation else [ModerationState.APPROVED]
+    with _cursor(db) as cursor:
+        cursor.execute(sql, params)
+        return [(pk, name, bool(recent), bool(new)) for pk, name, recent, new in cursor.fetchall()]
+
+
+@lru_cache(maxsize=512)
+def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, post_moderation):
+    """The statement of visible_candidates, built once per shape (parameters in the order it appends them)."""
+    where = [f"{_q('gallery_id')} = %s", f"{_q('embedding_state')} = %s", f"{_q('moderation_state')} <> %s",
+             f"{_q('embedding_version')} = %s"]
+    match = f"{_q('embedded_at')} > %s"
+    if has_pks:
+        listed = "= ANY(%s)" if vendor == "postgresql" else f"IN ({', '.join(['%s'] * n_listed)})"
+        match = f"({_q('id')} {listed} OR {match})"
+    where.append(match)
+    if has_exclude:
+        where.append(f"{_q('id')} <> %s")
+    if public_only and post_moderation:
+        where.append(f"({_q('moderation_state')} = %s OR ({_q('moderation_state')} = %s AND NOT {_q('flagged')}))")
+    elif public_only:
+        where.append(f"{_q('moderation_state')} = %s")
+    return (
         f"SELECT {_q('id')}, {_q('original_name')}, {_q('embedded_at')} > %s, {_q('embedded_at')} > %s "
         f"FROM {_table(Image)} WHERE {' AND '.join(where)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [adapt(recent_after), adapt(new_after), *params])
-        return [(pk, name, bool(recent), bool(new)) for pk, name, recent, new in cursor.fetchall()]
 
 
 class ResultImage:
@@ -174,12 +203,13 @@ def unexpired_session(session_key, now):
     names none or that user is gone.
     """
     sql, session_sel, user_sel = _session_query()
-    row = _fetch_one(sql, [session_key, connection.ops.adapt_datetimefield_value(now)])
+    db = _db()
+    row = _fetch_one(db, sql, [session_key, db.ops.adapt_datetimefield_value(now)])
     if row is None:
         return None
     n = len(session_sel.fields)
     user_row = row[n:]
-    return session_sel.instance(row[:n]), (user_sel.instance(user_row) if user_row[0] is not None else None)
+    return session_sel.instance(row[:n], db), (user_sel.instance(user_row, db) if user_row[0] is not None else None)
 
 
 @cache
@@ -192,5 +222,6 @@ def _user_query():
 def user_by_pk(pk):
     """Return the user with this primary key (already of the pk's type), or None."""
     sql, sel = _user_query()
-    row = _fetch_one(sql, [pk])
-    return sel.instance(row) if row else None
+    db = _db()
+    row = _fetch_one(db, sql, [pk])
+    return sel.instance(row, db) if row else None
