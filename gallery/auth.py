@@ -54,14 +54,14 @@ class SessionStore(db.SessionStore):
         session.user_id = user_pk(data.get(auth.SESSION_KEY))
         return session
 
-    def _get_session_from_db(self):
+    def load(self):
         found = sql.unexpired_session(self.session_key, timezone.now()) if self.session_key else None
-        if found is None:
+        if found is None:  # no such session, or expired: a new, empty one (as Django's store does)
             self._session_key = None
             self.loaded_user = None
-            return None
-        session, self.loaded_user = found
-        return session
+            return {}
+        data, self.loaded_user = found
+        return self.decode(data)
 
 
 def get_user(request):

@@ -187,29 +187,27 @@ class ResultImage:
 @cache
 def _session_query():
     model = get_user_model()
-    session, user = _Select(Session, "s"), _Select(model, "u")
+    user = _Select(model, "u")
     sql = (
-        f"SELECT {session.sql}, {user.sql} FROM {_table(Session)} s "
+        f"SELECT s.{_q('session_data')}, {user.sql} FROM {_table(Session)} s "
         f"LEFT JOIN {_table(model)} u ON u.{_q(model._meta.pk.column)} = s.{_q('user_id')} "
         f"WHERE s.{_q('session_key')} = %s AND s.{_q('expire_date')} > %s"
     )
-    return sql, session, user
+    return sql, user
 
 
 def unexpired_session(session_key, now):
-    """Return (session, user) for the unexpired session with this key, or None.
+    """Return (session_data, user) of the unexpired session with this key, or None.
 
     `user` is the user the row names (models.Session.user), or None when it
     names none or that user is gone.
     """
-    sql, session_sel, user_sel = _session_query()
+    sql, user_sel = _session_query()
     db = _db()
     row = _fetch_one(db, sql, [session_key, db.ops.adapt_datetimefield_value(now)])
     if row is None:
         return None
-    n = len(session_sel.fields)
-    user_row = row[n:]
-    return session_sel.instance(row[:n], db), (user_sel.instance(user_row, db) if user_row[0] is not None else None)
+    return row[0], (user_sel.instance(row[1:], db) if row[1] is not None else None)
 
 
 @cache

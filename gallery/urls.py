@@ -1,8 +1,16 @@
-from django.urls import path
+from django.urls import include, path
 
 from gallery.views import api, media, pages
 
+api_urlpatterns = [
+    path("images/<int:pk>/similar", api.similar, name="api_similar"),
+    path("galleries/<slug:slug>/search", api.search, name="api_search"),
+    path("galleries/<slug:slug>/status", api.status, name="api_status"),
+    path("galleries/<slug:slug>/images", api.upload, name="api_upload"),
+]
+
 urlpatterns = [
+    path("api/", include(api_urlpatterns)),  # first: the most requested, and one prefix test skips it for pages
     path("", pages.home, name="home"),
     path("signup/", pages.signup, name="signup"),
     path("g/new/", pages.gallery_create, name="gallery_create"),
@@ -18,8 +26,4 @@ urlpatterns = [
     path("i/<int:pk>/delete/", pages.image_delete, name="image_delete"),
     path("i/<int:pk>/file", media.image_file, name="image_file"),
     path("i/<int:pk>/thumb", media.image_thumbnail, name="image_thumb"),
-    path("api/images/<int:pk>/similar", api.similar, name="api_similar"),
-    path("api/galleries/<slug:slug>/search", api.search, name="api_search"),
-    path("api/galleries/<slug:slug>/status", api.status, name="api_status"),
-    path("api/galleries/<slug:slug>/images", api.upload, name="api_upload"),
 ]
