@@ -174,13 +174,14 @@ class Client:
 
 
 def cpu_seconds():
-    """CPU seconds (user + system) used so far, per process group and by PostgreSQL's processes.
+    """CPU seconds (user + system) used so far, per process group and per PostgreSQL process.
 
-    Returns ({pgid: seconds}, postgres seconds): gunicorn is one process group;
-    PostgreSQL's backends are counted when the server runs on this host.
+    Returns ({pgid: seconds}, {pid: seconds} of PostgreSQL's processes): gunicorn
+    is one process group; PostgreSQL's backends are counted when the server runs
+    on this host.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    groups, postgres = {}, 0.0
+    groups, postgres = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -192,8 +193,14 @@ def cpu_seconds():
         used = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         groups[int(fields[2])] = groups.get(int(fields[2]), 0.0) + used  # field 5 of stat: the process group
         if head.partition("(")[2] == "postgres":
-            postgres += used
+            postgres[int(entry)] = used
     return groups, postgres
+
+
+def postgres_cpu_between(before, after):
+    """CPU seconds PostgreSQL's processes used between two cpu_seconds() readings.
+    A process that ended in between is left out (its last seconds cannot be read)."""
+    return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
 def main():
@@ -308,7 +315,7 @@ def main():
             wall = time.perf_counter() - t
             groups, db_after = cpu_seconds()
             server_cpu = groups.get(server.pid, 0.0) - server_cpu
-            db_cpu = db_after - db_cpu
+            db_cpu = postgres_cpu_between(db_cpu, db_after)
             client_cpu = time.process_time() - client_cpu
             ms = np.array(latencies) * 1e3
             print(f"{label}:")
