@@ -21,7 +21,7 @@ from gallery.views.common import QueryImageError, embed_query_file
 
 
 def _basic_user(request):
-    header = request.headers.get("Authorization", "")
+    header = request.META.get("HTTP_AUTHORIZATION", "")  # (request.headers would copy every header first)
     if not header.lower().startswith("basic "):
         return None
     try:
