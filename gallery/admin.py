@@ -291,7 +291,6 @@ class ModerationQueueAdmin(ImageAdmin):
         return super().get_queryset(request).filter(moderation_state=ModerationState.PENDING)
 
 
-
 def _count_column(name, description):
     return admin.display(description=description, ordering=name)(lambda self, obj: getattr(obj, name))
 
