@@ -5,9 +5,17 @@ Every value comes from the environment, and every default runs on a fresh
 checkout: SQLite under ./var, media on local disk, Redis on localhost.
 This is the only module that reads os.environ; .env.example lists every
 variable. A malformed value stops start-up with ImproperlyConfigured.
+
+Every entry point (manage.py, wsgi, the Celery workers and beat, and the shell
+scripts through `python -m imagesearch.settings --export-env`) imports this
+module, so all of them read the same `.env` file (IMAGESEARCH_ENV_FILE names
+another one); the real environment always wins over the file.
 """
 
 import os
+import re
+import shlex
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +26,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_str(name, default=""):
-    return os.environ.get(name, default).strip()
+    # Empty counts as unset, as in the other helpers: `cp .env.example .env`
+    # leaves many variables empty, and each one must then mean its default.
+    return os.environ.get(name, "").strip() or default
 
 
 def env_bool(name, default=False):
@@ -66,22 +76,128 @@ def env_list(name, default):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# --- The .env file ----------------------------------------------------------
+
+_ENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)")
+_DOUBLE_QUOTE_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$"}
+
+
+def parse_env_file(path):
+    """Return the KEY=VALUE pairs of a .env file, in order.
+
+    Lines are `KEY=VALUE`, optionally prefixed by `export `. Blank lines and lines
+    starting with `#` are skipped. An unquoted value ends at a ` #` comment and is
+    stripped (`KEY=   # note` is empty). A value in single quotes is taken as is;
+    in double quotes, `\\"`, `\\\\`, `\\n`, `\\t` and `\\$` are unescaped. Nothing is
+    expanded (`$OTHER` stays as written). Anything else is an error naming the file
+    and line, never the value (it may be a secret).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImproperlyConfigured(f"{path}: not UTF-8 text ({exc.reason}).") from None
+    values = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.fullmatch(stripped)
+        if not match:
+            raise ImproperlyConfigured(f"{path}:{number}: expected KEY=VALUE (a variable name, then '=').")
+        name, raw = match.group(1), match.group(2)
+        if raw.lstrip()[:1] in {'"', "'"}:
+            value, rest = _quoted(raw.lstrip(), path, number, name)
+            if rest.strip() and not re.match(r"\s+#", rest):
+                raise ImproperlyConfigured(f"{path}:{number}: {name}: unexpected text after the closing quote.")
+        else:
+            comment = re.search(r"\s#", raw)
+            value = (raw[: comment.start()] if comment else raw).strip()
+        values[name] = value
+    return values
+
+
+def _quoted(raw, path, number, name):
+    """Split a value starting with a quote into (value, text after the closing quote)."""
+    quote, out, i = raw[0], [], 1
+    while i < len(raw):
+        char = raw[i]
+        if char == quote:
+            return "".join(out), raw[i + 1 :]
+        if quote == '"' and char == "\\" and i + 1 < len(raw) and raw[i + 1] in _DOUBLE_QUOTE_ESCAPES:
+            out.append(_DOUBLE_QUOTE_ESCAPES[raw[i + 1]])
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    raise ImproperlyConfigured(f"{path}:{number}: {name}: the quoted value has no closing {quote} (values are one line).")
+
+
+def env_file_path():
+    """The .env file to read and whether it was named explicitly (then it must exist)."""
+    named = env_str("IMAGESEARCH_ENV_FILE")
+    return (Path(named), True) if named else (BASE_DIR / ".env", False)
+
+
+def load_env_file():
+    """Put the .env file's values into os.environ unless already set there; return them."""
+    path, named = env_file_path()
+    try:
+        values = parse_env_file(path)
+    except FileNotFoundError:
+        if named:
+            raise ImproperlyConfigured(f"IMAGESEARCH_ENV_FILE={str(path)!r}: no such file.") from None
+        return {}
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{path}: cannot be read ({exc.strerror}).") from None
+    for name, value in values.items():
+        os.environ.setdefault(name, value)  # the real environment wins
+    return values
+
+
+if __name__ == "__main__":
+    # `python -m imagesearch.settings --export-env` prints the file's values as
+    # shell `export` lines (those the environment does not set already), so the
+    # scripts (scripts/run.sh, scripts/proc.sh) see the same PORT, HOST,
+    # REDIS_URL and IMAGESEARCH_VAR_DIR as the Python processes.
+    if sys.argv[1:] != ["--export-env"]:
+        sys.exit("usage: python -m imagesearch.settings --export-env")
+    preset = set(os.environ)
+    try:
+        _values = load_env_file()
+    except ImproperlyConfigured as exc:
+        sys.exit(f"ImproperlyConfigured: {exc}")
+    for _name, _value in _values.items():
+        if _name not in preset:
+            print(f"export {_name}={shlex.quote(_value)}")
+    sys.exit(0)
+
+load_env_file()
+
 # --- Core -----------------------------------------------------------------
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+VAR_DIR = Path(env_str("IMAGESEARCH_VAR_DIR") or BASE_DIR / "var")
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    # `make run` writes a generated key to var/secret_key once; every entry point
+    # (manage.py, workers, beat) then finds it here with nothing exported.
+    _secret_key_file = VAR_DIR / "secret_key"
+    try:
+        SECRET_KEY = _secret_key_file.read_text().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{_secret_key_file} cannot be read ({exc.strerror}).") from None
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off. "
-            "`make run` creates one in var/secret_key; in production set it explicitly."
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off: set it in the environment or in .env, "
+            f"or write one to {VAR_DIR / 'secret_key'} (`make run` creates var/secret_key)."
         )
     SECRET_KEY = "insecure-debug-only-key"  # only ever used with DEBUG on
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
-
-VAR_DIR = Path(env_str("IMAGESEARCH_VAR_DIR") or BASE_DIR / "var")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
