@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## The whole app: web, worker, beat (and a local Redis if none answers).
+## The whole app: every Procfile process (and a local Redis if none answers).
 run: install
 	bash scripts/run.sh
 
@@ -25,21 +25,22 @@ test: install
 migrate: install
 	$(BIN)/python manage.py migrate
 
+## Reads .env and var/secret_key as every entry point does: nothing to export after `make run`.
 superuser: install
 	$(BIN)/python manage.py createsuperuser
 
-## Processes one by one, as in production.
+## Processes one by one, as in production: the Procfile's entries, with .env read.
 web: install
-	$(BIN)/gunicorn imagesearch.wsgi --bind 127.0.0.1:$${PORT:-8000} --workers 2 --threads 4
+	bash scripts/proc.sh web
 
 worker: install
-	$(BIN)/celery -A imagesearch worker --pool solo -Q embed -n embed@%h --loglevel INFO
+	bash scripts/proc.sh worker
 
 index-worker: install
-	$(BIN)/celery -A imagesearch worker --concurrency 1 -Q index,default -n index@%h --loglevel INFO
+	bash scripts/proc.sh index-worker
 
 beat: install
-	$(BIN)/celery -A imagesearch beat --loglevel INFO --schedule var/celerybeat-schedule
+	bash scripts/proc.sh beat
 
 bench: install
 	$(BIN)/python bench/embed.py

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # `make run`: the whole app on one machine with embedded defaults.
 # SQLite and media under ./var, Redis at REDIS_URL (a local redis-server is
-# started if none answers), then migrations, a Celery embed worker, an index
-# worker, beat and the web server. Ctrl-C stops everything this script started.
+# started if none answers), then migrations and every process of the Procfile
+# (web server, embed worker, index worker, beat), each through scripts/proc.sh.
+# Configuration is the environment, then .env (read as the Python processes read
+# it: the real environment wins). Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-PORT="${PORT:-8000}"
-mkdir -p var
+source scripts/proc.sh  # procfile_names, load_env
+load_env
+VAR="${IMAGESEARCH_VAR_DIR:-var}"
+mkdir -p "$VAR"
+VAR_ABS="$(cd "$VAR" && pwd)"
 
-if [[ -z "${DJANGO_SECRET_KEY:-}" ]]; then
-  if [[ ! -s var/secret_key ]]; then
-    $BIN/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
-    chmod 600 var/secret_key
-  fi
-  export DJANGO_SECRET_KEY="$(cat var/secret_key)"
+# Without DJANGO_SECRET_KEY (environment or .env), settings read var/secret_key:
+# generate it once, readable by its owner only. Nothing needs exporting, so
+# `make superuser`, manage.py and the workers find the same key.
+if [[ -z "${DJANGO_SECRET_KEY:-}" && ! -s "$VAR/secret_key" ]]; then
+  (umask 077 && $BIN/python -c "import secrets; print(secrets.token_urlsafe(50))" > "$VAR/secret_key")
+  chmod 600 "$VAR/secret_key"
 fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 BROKER="${CELERY_BROKER_URL:-$REDIS_URL}"
@@ -55,11 +60,11 @@ PY
 if ! redis_ok; then
   port=$($BIN/python -c "import sys; from urllib.parse import urlparse; u=urlparse(sys.argv[1]); print(u.port or 6379 if u.hostname in ('127.0.0.1','localhost') else '')" "$BROKER")
   if [[ -n "$port" ]] && command -v redis-server >/dev/null; then
-    echo "No Redis answers at $BROKER: starting a local redis-server on port $port (data kept in var/)."
-    setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$PWD/var" --save "" --appendonly no --logfile "$PWD/var/redis.log" &
+    echo "No Redis answers at $BROKER: starting a local redis-server on port $port (data kept in $VAR/)."
+    setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$VAR_ABS" --save "" --appendonly no --logfile "$VAR_ABS/redis.log" &
     redis_pid=$!
     for _ in $(seq 20); do
-      kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server did not start (see var/redis.log)."; break; }
+      kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server did not start (see $VAR/redis.log)."; break; }
       redis_ok && break
       sleep 0.2
     done
@@ -79,18 +84,19 @@ $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput -v 0
 $BIN/python manage.py check
 
-if [[ "$IMAGESEARCH_EAGER" == "0" ]]; then
-  start $BIN/celery -A imagesearch worker --pool solo -Q embed -n "embed@%h" --loglevel INFO
-  start $BIN/celery -A imagesearch worker --concurrency 1 -Q index,default -n "index@%h" --loglevel INFO
-  start $BIN/celery -A imagesearch beat --loglevel INFO --schedule var/celerybeat-schedule
-fi
-start $BIN/gunicorn imagesearch.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --access-logfile -
+# Every Procfile process; in eager mode only the web server (tasks run inside it).
+for name in $(procfile_names); do
+  if [[ "$IMAGESEARCH_EAGER" == "1" && "$name" != "web" ]]; then continue; fi
+  start bash scripts/proc.sh "$name"
+done
 
+url_host="${HOST:-127.0.0.1}"
+[[ "$url_host" == "0.0.0.0" || "$url_host" == "::" || "$url_host" == "[::]" ]] && url_host=127.0.0.1
 sleep 2
 cat <<MSG
 
-  imagesearch is running: open http://127.0.0.1:$PORT/
-  Staff account for the admin: .venv/bin/python manage.py createsuperuser
+  imagesearch is running: open http://$url_host:${PORT:-8000}/
+  Staff account for the admin: make superuser
   Press Ctrl-C to stop.
 
 MSG
