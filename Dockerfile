@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_HOME=/data/keras \
     IMAGESEARCH_VAR_DIR=/data \
-    IMAGESEARCH_STATIC_ROOT=/app/staticfiles
+    IMAGESEARCH_STATIC_ROOT=/app/staticfiles \
+    HOST=0.0.0.0
 
 WORKDIR /app
 COPY requirements.txt .
@@ -30,5 +31,6 @@ USER imagesearch
 VOLUME ["/data"]
 EXPOSE 8000
 
-# The web server by default; compose runs the workers and beat from the same image.
-CMD ["gunicorn", "imagesearch.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "120", "--access-logfile", "-"]
+# The Procfile's web entry by default (HOST=0.0.0.0 above, PORT 8000 unless set); compose
+# runs the other Procfile entries (workers, beat) from the same image.
+CMD ["sh", "-c", "exec gunicorn imagesearch.wsgi --bind ${HOST:-127.0.0.1}:${PORT:-8000} --workers 2 --threads 4 --timeout 120 --access-logfile -"]
