@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite. DATABASE_URL chooses the database (SQLite by default);
-# Redis must answer at TEST_REDIS_URL (default: redis://127.0.0.1:6379/15): the
-# integration tests fail, never skip, without it.
+# `make test`: the whole suite; arguments go to pytest. DATABASE_URL chooses the
+# database (SQLite by default).
+#
+# Redis: the suite starts its own. tests/redis_broker.py (a pytest plugin, see
+# pytest.ini) runs one private redis-server for the session on a free loopback
+# port (nothing persisted, files in a temporary directory) and points
+# CELERY_BROKER_URL and REDIS_URL at it, whatever they say in the environment,
+# before Django reads its settings; workers, web servers and beat inherit it.
+# It is stopped when the session ends, failed or interrupted. Without
+# redis-server on PATH the session fails: nothing is skipped.
+#
+# TEST_REDIS_URL=redis://HOST:PORT/DB opts out of the private server and uses
+# a Redis database you own instead. The suite never FLUSHDBs a Redis it did not
+# start: there, tests delete only the keys the suite creates (Celery's queues
+# embed/index/default/celery, _kombu.* bindings, unacked*, imagesearch:* locks;
+# tests/redis_broker.py's SUITE_KEY_PATTERNS). Name a database that no running
+# imagesearch uses as its broker, or its queued tasks are deleted too.
+#
+# No test reads data outside the repository: test images are generated
+# (tests/imagegen.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production}"
 export DJANGO_DEBUG=0
 export IMAGESEARCH_VGG16_WEIGHTS=none
 export IMAGESEARCH_VAR_DIR="${IMAGESEARCH_VAR_DIR:-$PWD/var/test}"
-export CELERY_BROKER_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 export TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$IMAGESEARCH_VAR_DIR" test-artifacts
 # Browser tests drive Debian's Chromium (test tools cannot download browsers here).

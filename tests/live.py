@@ -1,5 +1,6 @@
-"""Real processes for integration tests: a Celery worker (with beat) on the real
-Redis, sharing the test database and the test's media and index directories."""
+"""Real processes for integration tests: a Celery worker (with beat) on the test
+session's Redis (tests/redis_broker.py), sharing the test database and the
+test's media and index directories."""
 
 import os
 import shutil
@@ -15,12 +16,19 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from tests import redis_broker
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def require_redis():
-    """Fail (never skip) when the broker does not answer."""
+    """Fail (never skip) when the broker is not the session's or does not answer.
+
+    The session's broker is the private redis-server tests/redis_broker.py
+    started, or the Redis an explicit TEST_REDIS_URL names."""
     url = settings.CELERY_BROKER_URL
+    if url != redis_broker.broker_url():
+        raise AssertionError(f"the broker in the settings ({url}) is not the test session's ({redis_broker.broker_url()})")
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.exceptions.ConnectionError as exc:
@@ -140,7 +148,23 @@ def wait_for(predicate, timeout, interval=0.5, message="condition", worker=None)
 
 
 def flush_broker():
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    """Empty the broker of what earlier tests left there.
+
+    FLUSHDB only on the session's private redis-server, checked by its process id
+    (never on a Redis the suite did not start, even one on the same port). On a
+    Redis named by TEST_REDIS_URL, only the keys the suite's processes create are
+    deleted (tests/redis_broker.py's SUITE_KEY_PATTERNS); nothing else is touched."""
+    url = require_redis()
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    if redis_broker.owned():
+        keys = {key for pattern in redis_broker.SUITE_KEY_PATTERNS for key in client.scan_iter(match=pattern)}
+        if keys:
+            client.delete(*keys)
+        return
+    pid = client.info("server")["process_id"]
+    if pid != redis_broker.SERVER.pid:
+        raise AssertionError(f"refusing to flush {url}: it is served by pid {pid}, not the suite's redis-server")
+    client.flushdb()
 
 
 def free_port():
@@ -154,8 +178,8 @@ class RedisServer:
     """A private `redis-server` on a free loopback port, to stop and start again.
 
     Nothing is persisted (--save "" --appendonly no): a restart comes back
-    empty, as after a crash of a broker without persistence. The shared Redis
-    other tests use is never touched.
+    empty, as after a crash of a broker without persistence. The session's
+    broker (tests/redis_broker.py) is never touched.
     """
 
     def __init__(self, tmp_path, port=None):
@@ -179,10 +203,7 @@ class RedisServer:
             return False
 
     def start(self):
-        cmd = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
-        ]
+        cmd = redis_broker.server_command(self.binary, self.port, self.dir)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self.ping, timeout=15, interval=0.1, message=f"redis-server on port {self.port}")
         return self
