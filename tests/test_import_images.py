@@ -3,8 +3,6 @@ a folder walked recursively, duplicates skipped by content, rejects explained, e
 in batches; re-embedding on request."""
 
 import io
-import shutil
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -14,8 +12,6 @@ from gallery.models import EmbeddingState, Gallery, Image
 from tests import imagegen
 
 pytestmark = pytest.mark.django_db
-
-COREL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "corel1k"
 
 
 @pytest.fixture
@@ -91,12 +87,13 @@ def test_it_draws_a_progress_bar(folder, owner, queued, capsys, cli):
     assert "6/6" in err and "img" in err
 
 
-def test_it_loads_real_photos_with_their_class_folders(tmp_path, owner, queued, cli):
+def test_it_loads_photo_sized_jpegs_with_their_class_folders(tmp_path, owner, queued, cli):
+    # As a photo collection: class folders, landscape and portrait (generated, no data outside the repository).
     src = tmp_path / "corel"
     for cls in ("buses", "flowers"):
         (src / cls).mkdir(parents=True)
-        for f in sorted((COREL / cls).glob("*.jpg"))[:3]:
-            shutil.copyfile(f, src / cls / f.name)
+        for i, size in enumerate([(384, 256), (256, 384), (384, 256)]):
+            (src / cls / f"{cls}-{i}.jpg").write_bytes(imagegen.photo_jpeg(cls, i, size))
 
     output = cli("import_images", str(src), gallery="corel", owner="owner", no_progress=True)
 

@@ -4,20 +4,17 @@ written exactly once (counted from the workers' per-batch write log, and checked
 the database: images stored before the kill keep their vector and timestamp)."""
 
 import re
-import shutil
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
 from gallery import embeddings
 from gallery.models import EmbeddingState, Gallery, Image
-from tests import live
+from tests import imagegen, live
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-COREL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "corel1k"
 N = 24
 WRITE_LOG = re.compile(r"stored (\d+) vector\(s\): ids ([\d,]*)")
 
@@ -42,8 +39,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(owne
     live.flush_broker()
     folder = tmp_path / "photos"
     folder.mkdir()
-    for f in sorted(COREL.rglob("*.jpg"))[::41][:N]:  # a spread over the classes
-        shutil.copyfile(f, folder / f.name)
+    for i in range(N):  # photo-sized JPEGs, a spread over the classes
+        label = imagegen.CLASSES[i % len(imagegen.CLASSES)]
+        size = (256, 384) if i % 5 == 4 else (384, 256)
+        (folder / f"{label}-{i}.jpg").write_bytes(imagegen.photo_jpeg(label, i, size))
     call_command("import_images", str(folder), gallery="crash", owner="owner", no_progress=True)
     gallery = Gallery.objects.get(slug="crash")
     ids = set(gallery.images.values_list("pk", flat=True))
