@@ -6,7 +6,7 @@
               (read from storage, decode + preprocess on a thread, batched VGG16, vectors
               written to a real database), in the task-sized chunks a worker receives.
 (2) loop:     the textbook loop: keras load_img + preprocess_input + model.predict, once per image.
-(3) model:    embeddings.embed_batch alone on pre-decoded (N, 224, 224, 3) arrays.
+(3) model:    embedding.embed_batch alone on pre-decoded (N, 224, 224, 3) arrays.
 (4) ceiling:  a large numpy float32 matrix product's GFLOP/s / 30.9 GFLOP per VGG16 forward.
 --rss N:      a real `celery worker` (solo pool, embed queue, as `make worker`) while
               `import_images` loads N images; its peak resident memory (VmHWM) and rate.
@@ -106,20 +106,21 @@ def warm_up(sizes):
     """Trace every batch shape the run will use, so (1) and (3) time steady state."""
     import numpy as np
 
-    from gallery import embeddings
+    from gallery import embedding
+    from gallery.embedding.backbones import vgg16
 
     for size in sizes:
-        for shape in embeddings.batch_shapes(size):
-            embeddings.embed_batch([np.zeros((224, 224, 3), np.float32)] * shape)
+        for shape in vgg16.batch_shapes(size):
+            embedding.embed_batch([np.zeros((224, 224, 3), np.float32)] * shape)
 
 
 def time_ingest(ids):
     from django.conf import settings
 
-    from gallery import services
+    from gallery import jobs, services
     from gallery.models import EmbeddingState, Image
 
-    step = services._task_size()
+    step = jobs.task_size()
     t = time.perf_counter()
     for start in range(0, len(ids), step):
         services.images_embed(image_ids=ids[start : start + step])
@@ -132,15 +133,16 @@ def time_ingest(ids):
 def time_model(files, batch_sizes):
     from django.test import override_settings
 
-    from gallery import embeddings, imaging
+    from gallery import embedding
+    from gallery.embedding import imaging
 
-    arrays = [imaging.model_input(f.read_bytes()) for f in files]  # N x (224, 224, 3) float32
+    arrays = [imaging.model_input(size=224, data=f.read_bytes()) for f in files]  # N x (224, 224, 3) float32
     rates = {}
     for size in batch_sizes:
         with override_settings(IMAGESEARCH_EMBED_BATCH_SIZE=size):
             warm_up([size])
             t = time.perf_counter()
-            embeddings.embed_batch(arrays)  # (N, 512)
+            embedding.embed_batch(arrays)  # (N, 512)
             rates[size] = len(arrays) / (time.perf_counter() - t)
     return rates
 
@@ -237,7 +239,7 @@ def main():
     connection, old_name = setup_django(args, tmp)
     from django.conf import settings
 
-    from gallery import embeddings, services
+    from gallery import embedding, services
     from gallery.models import Gallery
 
     skip = set(filter(None, args.skip.split(",")))
@@ -260,7 +262,7 @@ def main():
         print(f"    upload (validate + thumbnail + store, not embedding): {len(ids) / (time.perf_counter() - t):.1f} images/s")
         sizes = [settings.IMAGESEARCH_EMBED_BATCH_SIZE]
         warm_up(sizes)
-        print(f"    embedding version {embeddings.version()}, batch size {sizes[0]}")
+        print(f"    embedding version {embedding.version()}, batch size {sizes[0]}")
         results = {}
         if "ingest" not in skip:
             results["ingest"], _ = time_ingest(ids)

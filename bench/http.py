@@ -57,15 +57,16 @@ def _index_usable(gallery, items):
     (a gallery kept from an earlier run may have its index in another var dir)."""
     import numpy as np
 
-    from gallery import index
+    from gallery import embedding
+    from gallery.search import engine, store
 
     build = gallery.current_build()
     if build is None or build.item_count != items:
         return False
-    ref = build.ref
+    ref = store.ref_for(build)
     try:
-        index.search(ref, np.ones(index.DIM, dtype=np.float32) / np.sqrt(index.DIM), 1)
-    except index.IndexUnavailable:
+        engine.index_search(ref, np.ones(embedding.dim(), dtype=np.float32) / np.sqrt(embedding.dim()), 1)
+    except store.IndexUnavailable:
         return False
     return True
 
@@ -76,7 +77,8 @@ def setup_gallery(items, fresh):
     from django.core.management import call_command
     from django.utils import timezone
 
-    from gallery import embeddings, services
+    from gallery import embedding, services
+    from gallery.vectors import pack
     from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 
     call_command("migrate", verbosity=0)
@@ -89,7 +91,7 @@ def setup_gallery(items, fresh):
     if gallery is None:
         gallery = Gallery.objects.create(owner=owner, title="HTTP bench", slug=SLUG)
         vecs = Clusters(items, seed=items).sample(items, seed=1)  # (N, 512)
-        version = embeddings.version()
+        version = embedding.version()
         at = timezone.now() - timedelta(hours=1)  # embedded well before the build: no delta
         t = time.perf_counter()
         for start in range(0, items, 2000):
@@ -98,7 +100,7 @@ def setup_gallery(items, fresh):
                     Image(
                         gallery=gallery, file=f"images/bench/{start + i}.jpg", original_name=f"{start + i}.jpg",
                         sha256=f"bench-{start + i}", width=224, height=224, byte_size=1, content_type="image/jpeg",
-                        embedding_state=EmbeddingState.READY, embedding=Image.pack_vector(v), embedding_version=version,
+                        embedding_state=EmbeddingState.READY, embedding=pack(v), embedding_version=version,
                         embedded_at=at, moderation_state=ModerationState.APPROVED,
                     )
                     for i, v in enumerate(vecs[start : start + 2000])

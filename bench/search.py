@@ -9,8 +9,8 @@ beyond the data it inherited: build structures, index files it maps), single-que
 p50/p99, and recall@10 against exact search on held-out queries from the same
 distribution. Wall-clock and CPU times are both printed: on a shared machine
 the wall clock includes waiting for a core. "product" is gallery.index as search
-uses it: the query projected by the version's PCA to index.INDEX_DIM dimensions,
-a pool of Annoy candidates found there (index.pool_for: 128 for the n = 42 that
+uses it: the query projected by the version's PCA to projection.INDEX_DIM dimensions,
+a pool of Annoy candidates found there (ann.pool_for: 128 for the n = 42 that
 search_vector asks at k = 10), re-ranked by exact cosine distance on the stored
 512-d vectors, the best 42 returned; the build includes fitting the projection.
 The database filter of visible rows is not included here (bench/http.py
@@ -174,31 +174,31 @@ def product(data, queries, truth, args):
     django.setup()
     from django.conf import settings
 
-    from gallery import index
+    from gallery.search import ann, engine, projection, store
 
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         settings.IMAGESEARCH_INDEX_DIR = Path(tmp)
         ids = np.arange(1, len(data) + 1, dtype=np.int64)  # (N,) pks
         t, c = time.perf_counter(), time.process_time()
-        built = index.build(1, 1, ids, data, seed=1234)
+        built = store.build(1, 1, ids, data, seed=1234)
         build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - c
-        ref = index.Ref(1, 1, built.checksum, built.n_trees, built.item_count)
+        ref = store.Ref(1, 1, built.checksum, built.n_trees, built.item_count)
         t = time.perf_counter()
-        index.search(ref, queries[0], CANDIDATES)  # verify checksum, mmap
+        engine.index_search(ref, queries[0], CANDIDATES)  # verify checksum, mmap
         load_s = time.perf_counter() - t
-        result = _latencies(lambda q: index.search(ref, q, CANDIDATES)[0] - 1, queries, truth, args.queries, args.max_seconds)
-        base_k = index.search_k_for(built.n_trees, CANDIDATES, len(data))
+        result = _latencies(lambda q: engine.index_search(ref, q, CANDIDATES)[0] - 1, queries, truth, args.queries, args.max_seconds)
+        base_k = ann.search_k_for(built.n_trees, CANDIDATES, len(data))
         result["sweep"] = {}
         for factor in args.sweep:
             sk = int(base_k * factor)
             result["sweep"][sk] = _latencies(
-                lambda q: index.search(ref, q, CANDIDATES, search_k=sk)[0] - 1, queries, truth,
+                lambda q: engine.index_search(ref, q, CANDIDATES, search_k=sk)[0] - 1, queries, truth,
                 args.sweep_queries, args.max_seconds,
             )
         result.update(
             build_s=build_s, build_cpu_s=build_cpu_s, load_s=load_s, n_trees=built.n_trees, size_mb=built.size_bytes / 2**20,
-            search_k=index.search_k_for(built.n_trees, CANDIDATES, len(data)), on_disk=len(data) > index.ON_DISK_BUILD_ITEMS,
-            index_dim=index.INDEX_DIM, pool=index.pool_for(CANDIDATES, len(data)),
+            search_k=ann.search_k_for(built.n_trees, CANDIDATES, len(data)), on_disk=len(data) > ann.ON_DISK_BUILD_ITEMS,
+            index_dim=projection.INDEX_DIM, pool=ann.pool_for(CANDIDATES, len(data)),
         )
     return result
 

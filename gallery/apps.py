@@ -7,4 +7,5 @@ class GalleryConfig(AppConfig):
     verbose_name = "Galleries"
 
     def ready(self):
-        from gallery import checks  # noqa: F401  (registers system checks)
+        # Registers system checks, signal receivers and the Celery tasks (gallery.jobs finds tasks by name).
+        from gallery import checks, signals, tasks  # noqa: F401

@@ -1,9 +1,12 @@
 """System checks for settings that are valid one by one but wrong together."""
 
 import os
+from pathlib import Path
 
+import django
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 
 @register(Tags.compatibility)
@@ -39,6 +42,38 @@ def random_weights(app_configs, **kwargs):
                 "IMAGESEARCH_VGG16_WEIGHTS=none: the model runs with random weights; results find near-duplicates only.",
                 hint="Use 'imagenet' or the path of the VGG16 notop weights file.",
                 id="gallery.W002",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def backbone_registered(app_configs, **kwargs):
+    from gallery.embedding import backbones
+
+    try:
+        cls = backbones.backbone_class(settings.IMAGESEARCH_BACKBONE)
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="gallery.E002")]
+    weights = getattr(settings, cls.weights_setting, None)
+    if weights not in {"imagenet", "none"} and not Path(str(weights)).is_file():
+        return [Error(f"{cls.weights_setting}={weights!r}: no such weights file.", id="gallery.E003")]
+    return []
+
+
+@register(Tags.database)
+def reads_written_for_this_django(app_configs, **kwargs):
+    # gallery.search.reads uses Django's PostgreSQL server-binding cursor and
+    # DatabaseWrapper._prepare_cursor, which are not public API.
+    from gallery.search import reads
+
+    if django.VERSION[:2] != reads.DJANGO_VERSION:
+        return [
+            Warning(
+                f"gallery.search.reads was written for Django {'.'.join(map(str, reads.DJANGO_VERSION))} "
+                f"and this is {django.get_version()}: its private cursor API may have changed.",
+                hint="Run the test suite on PostgreSQL, then update reads.DJANGO_VERSION.",
+                id="gallery.W003",
             )
         ]
     return []

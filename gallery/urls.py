@@ -1,10 +1,11 @@
 from django.urls import include, path
 
-from gallery.views import api, media, pages
+from gallery.api import views as api
+from gallery.views import media, pages, results
 
 api_urlpatterns = [
     path("images/<int:pk>/similar", api.similar, name="api_similar"),
-    path("galleries/<slug:slug>/search", api.search, name="api_search"),
+    path("galleries/<slug:slug>/search", api.search_gallery, name="api_search"),
     path("galleries/<slug:slug>/status", api.status, name="api_status"),
     path("galleries/<slug:slug>/images", api.upload, name="api_upload"),
 ]
@@ -20,9 +21,9 @@ urlpatterns = [
     path("g/<slug:slug>/upload/", pages.gallery_upload, name="gallery_upload"),
     path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
-    path("g/<slug:slug>/search/", pages.gallery_search, name="gallery_search"),
+    path("g/<slug:slug>/search/", results.gallery_search, name="gallery_search"),
     path("i/<int:pk>/", pages.image_detail, name="image_detail"),
-    path("i/<int:pk>/similar/", pages.image_similar, name="image_similar"),
+    path("i/<int:pk>/similar/", results.image_similar, name="image_similar"),
     path("i/<int:pk>/delete/", pages.image_delete, name="image_delete"),
     path("i/<int:pk>/file", media.image_file, name="image_file"),
     path("i/<int:pk>/thumb", media.image_thumbnail, name="image_thumb"),

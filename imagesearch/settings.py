@@ -214,7 +214,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "gallery.auth.AuthenticationMiddleware",  # Django's, reading the user with the session
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     # After authentication, so the "too large" page knows who is signed in; before
     # CSRF, whose check reads the body this middleware refuses to read.
     "gallery.middleware.RequestSizeLimitMiddleware",
@@ -353,6 +353,9 @@ if IMAGESEARCH_VGG16_WEIGHTS not in {"imagenet", "none"}:
             "or the path of an existing weights file "
             "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)."
         )
+# The embedding model: a short name (vgg16) or the dotted path of a
+# gallery.embedding.backbones.base.Backbone subclass.
+IMAGESEARCH_BACKBONE = env_str("IMAGESEARCH_BACKBONE", "vgg16") or "vgg16"
 IMAGESEARCH_EMBED_BATCH_SIZE = env_int("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=256)
 IMAGESEARCH_RANDOM_SEED = env_int("IMAGESEARCH_RANDOM_SEED", 1234)
 IMAGESEARCH_INDEX_DIR = Path(env_str("IMAGESEARCH_INDEX_DIR") or VAR_DIR / "index")
@@ -398,16 +401,40 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # the reconciler re-enqueues the images once the broker is back.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# Each beat message expires after one period: while no worker runs, they do not
+# pile up in the queue (the next period sends a fresh one).
 CELERY_BEAT_SCHEDULE = {
     "rebuild-stale-indexes": {
         "task": "gallery.tasks.rebuild_stale_indexes",
         "schedule": IMAGESEARCH_INDEX_REBUILD_SECONDS,
+        "options": {"expires": IMAGESEARCH_INDEX_REBUILD_SECONDS},
     },
     "reconcile-stuck-images": {
         "task": "gallery.tasks.reconcile_stuck_images",
         "schedule": IMAGESEARCH_RECONCILE_SECONDS,
+        "options": {"expires": IMAGESEARCH_RECONCILE_SECONDS},
     },
 }
+
+# --- Cache (sessions) -------------------------------------------------------
+
+# The session cache (gallery/auth.py): Redis, failing soft when it is down. In
+# eager mode (no Redis at all) each process keeps its own; sessions still live
+# in the database either way.
+IMAGESEARCH_CACHE_URL = env_str("IMAGESEARCH_CACHE_URL") or REDIS_URL
+if urlparse(IMAGESEARCH_CACHE_URL).scheme not in {"redis", "rediss"}:
+    raise ImproperlyConfigured(f"IMAGESEARCH_CACHE_URL={IMAGESEARCH_CACHE_URL!r} must be a redis:// URL.")
+if CELERY_TASK_ALWAYS_EAGER:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "gallery.auth.FailSoftRedisCache",
+            "LOCATION": IMAGESEARCH_CACHE_URL,
+            "KEY_PREFIX": "imagesearch",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
 
 # --- Logging ----------------------------------------------------------------
 
@@ -424,9 +451,11 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-# Django's database sessions and model backend, except that the session row names
-# its user and one query reads both (gallery/auth.py): the same checks, less CPU.
-SESSION_ENGINE = "gallery.auth"
+# Django's cached_db sessions: the database row is the truth, the cache saves
+# the read on each request. Django's model backend but for get_user, which reads
+# the user with one prepared statement (gallery/auth.py). Its dotted path is
+# stored in every signed-in session: renaming it signs everybody out.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 AUTHENTICATION_BACKENDS = ["gallery.auth.ModelBackend"]
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)

@@ -20,33 +20,22 @@ def isolated_files(settings, tmp_path):
     settings.IMAGESEARCH_INDEX_DIR = tmp_path / "index"
     settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    from gallery import index
-    from gallery.models import IndexBuild
+    # Caches, the model and the broker back-off are per process: each test starts
+    # clean (IndexBuild's cache especially: SQLite reuses the pks of rolled-back rows).
+    from gallery.signals import reset_process_state
 
-    index.evict()
-    IndexBuild.forget_cached()  # SQLite reuses the pks of rolled-back rows
+    reset_process_state()
     yield tmp_path
-    index.evict()
-    IndexBuild.forget_cached()
-
-
-@pytest.fixture(autouse=True)
-def broker_backoff_reset():
-    """A publish failure in one test must not make the next one skip the broker."""
-    from gallery import services
-
-    services._broker_down_until = 0.0
-    yield
-    services._broker_down_until = 0.0
+    reset_process_state()
 
 
 @pytest.fixture
 def queued(monkeypatch):
     """Capture the image ids that would be sent to the broker (the broker is not under test)."""
-    from gallery import services
+    from gallery import jobs
 
     sent = []
-    monkeypatch.setattr(services, "_enqueue_embedding", lambda ids: sent.append(list(ids)))
+    monkeypatch.setattr(jobs, "send_embed_task", lambda ids: sent.append(list(ids)))
     return sent
 
 

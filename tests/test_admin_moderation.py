@@ -9,7 +9,8 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
 
-from gallery import index, selectors, services
+from gallery import selectors, services
+from gallery.search import engine, store
 from gallery.models import Gallery, Image, ModerationEvent, ModerationState
 from tests import imagegen, live
 
@@ -191,8 +192,8 @@ def test_a_rejected_image_is_gone_from_similar_results_at_once_and_from_the_next
     second = services.gallery_rebuild_index(gallery_id=gallery.pk)
     copy.refresh_from_db()
     assert (second.version, second.item_count) == (first.version + 1, 4)
-    ref = index.Ref(gallery.pk, second.version, second.checksum, second.n_trees, second.item_count)
-    found, _ = index.search(ref, copy.vector, 10)
+    ref = store.Ref(gallery.pk, second.version, second.checksum, second.n_trees, second.item_count)
+    found, _ = engine.index_search(ref, copy.vector, 10)
     assert copy.pk not in set(int(pk) for pk in found) and len(found) == 4
 
 

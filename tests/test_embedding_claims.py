@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from gallery import embeddings, services
+from gallery import embedding, services
+from gallery.embedding import pipeline
 from gallery.models import EmbeddingState, Image
 from tests import imagegen
 
@@ -45,8 +46,8 @@ def test_a_task_delivered_twice_embeds_each_image_once(gallery, owner, queued):
 
 def test_two_claimers_of_one_image_only_one_gets_it(gallery, owner, queued):
     (pk,) = add(gallery, owner, [0])
-    token_a, claimed_a = services._claim([pk])
-    token_b, claimed_b = services._claim([pk])
+    token_a, claimed_a = pipeline.claim([pk])
+    token_b, claimed_b = pipeline.claim([pk])
     assert [img.pk for img in claimed_a] == [pk]
     assert claimed_b == []
     image = Image.objects.get(pk=pk)
@@ -57,17 +58,17 @@ def test_a_worker_whose_claim_was_taken_over_writes_nothing(gallery, owner, queu
     """Worker A stalls past the stuck timeout; B takes the image over and stores it;
     A's late result is dropped by the token check, so the image is written once."""
     (pk,) = add(gallery, owner, [0])
-    real = embeddings.embed_batch
+    real = embedding.embed_batch
     results = {}
 
     def a_stalls_while_b_runs(arrays):
-        monkeypatch.setattr(embeddings, "embed_batch", real)  # B runs the real model
+        monkeypatch.setattr(embedding, "embed_batch", real)  # B runs the real model
         past = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_STUCK_AFTER_SECONDS + 1)
         Image.objects.filter(pk=pk).update(claimed_at=past)
         results["b"] = services.images_embed(image_ids=[pk])
         return real(arrays)
 
-    monkeypatch.setattr(embeddings, "embed_batch", a_stalls_while_b_runs)
+    monkeypatch.setattr(embedding, "embed_batch", a_stalls_while_b_runs)
     results["a"] = services.images_embed(image_ids=[pk])
 
     assert results == {"a": 0, "b": 1}
@@ -134,7 +135,7 @@ def test_storage_trouble_releases_the_claim_and_raises_for_a_retry(gallery, owne
     def unreachable(image):
         raise ConnectionResetError("storage connection reset")
 
-    monkeypatch.setattr(services, "_decode", unreachable)
+    monkeypatch.setattr(pipeline, "decode", unreachable)
     with pytest.raises(OSError):
         services.images_embed(image_ids=ids)
 
@@ -148,10 +149,10 @@ def test_the_reconciler_resets_stale_claims_and_queues_pending_images_only_when_
 ):
     ids = add(gallery, owner, range(3))
     queued.clear()
-    services._claim(ids[:1])  # a worker claimed this one, then died
+    pipeline.claim(ids[:1])  # a worker claimed this one, then died
     past = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_STUCK_AFTER_SECONDS + 5)
     Image.objects.filter(pk=ids[0]).update(claimed_at=past)
-    services._claim(ids[1:2])  # a live claim: left alone
+    pipeline.claim(ids[1:2])  # a live claim: left alone
 
     assert services.images_reconcile(broker_idle=False) == []
     assert Image.objects.get(pk=ids[0]).embedding_state == EmbeddingState.PENDING
@@ -165,12 +166,12 @@ def test_the_reconciler_resets_stale_claims_and_queues_pending_images_only_when_
 def test_changing_the_model_version_embeds_every_image_again_in_the_background(gallery, owner, queued, settings):
     ids = add(gallery, owner, range(3))
     services.images_embed(image_ids=ids)
-    old_version = embeddings.version()
+    old_version = embedding.version()
     old_vectors = {img.pk: img.vector for img in Image.objects.all()}
     queued.clear()
 
     settings.IMAGESEARCH_RANDOM_SEED = settings.IMAGESEARCH_RANDOM_SEED + 1  # another model
-    new_version = embeddings.version()
+    new_version = embedding.version()
     assert new_version != old_version
 
     assert sorted(services.images_reconcile(broker_idle=True)) == sorted(ids)
@@ -190,5 +191,5 @@ def test_an_index_is_never_built_from_vectors_of_mixed_versions(gallery, owner, 
 
     build = services.gallery_rebuild_index(gallery_id=gallery.pk)
 
-    assert build.embedding_version == embeddings.version()
+    assert build.embedding_version == embedding.version()
     assert build.item_count == 3

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gallery import services
+from gallery import jobs, services
 from gallery.models import EmbeddingState, Image, IndexBuild
 from tests import imagegen, live
 
@@ -92,9 +92,9 @@ def test_after_a_failed_publish_uploads_skip_the_broker_briefly_then_try_again(m
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(tasks.embed_images, "delay", broker_down)
-    services._enqueue_embedding([1])
-    services._enqueue_embedding([2])  # within the back-off: not even tried, stays pending
+    jobs.send_embed_task([1])
+    jobs.send_embed_task([2])  # within the back-off: not even tried, stays pending
     assert calls == [[1]]
-    monkeypatch.setattr(services, "_broker_down_until", time.monotonic() - 1)
-    services._enqueue_embedding([3])
+    jobs.reset()  # the back-off has run out
+    jobs.send_embed_task([3])
     assert calls == [[1], [3]]

@@ -5,7 +5,8 @@ again on every query, and the next rebuild heals it."""
 import pytest
 from django.urls import reverse
 
-from gallery import index, selectors, tasks
+from gallery import search, tasks
+from gallery.search import cache, store
 from gallery.models import Gallery
 from tests import live, vectors
 
@@ -18,11 +19,11 @@ def built(owner):
 
 
 def _paths(build):
-    return index._local_paths(build.gallery_id, build.version)
+    return store.local_paths(build.gallery_id, build.version)
 
 
 def _exact(gallery, vec, exclude=None, k=10):
-    return selectors.exact_search(gallery=gallery, vectors=vec[None, :], k=k, exclude_ids=[exclude] if exclude else None)[0]
+    return search.exact_search(gallery=gallery, vectors=vec[None, :], k=k, exclude_ids=[exclude] if exclude else None)[0]
 
 
 def _corrupt_middle(path):
@@ -46,21 +47,21 @@ def test_a_damaged_index_falls_back_to_exact_search_and_marks_the_gallery_stale(
     else:
         with open(vec, "r+b") as fh:
             fh.truncate(vec.stat().st_size - 2048)
-    got = selectors.similar_images(user=owner, image=images[3], k=10)
+    got = search.similar_to_image(user=owner, image=images[3], k=10)
     assert [m.image.pk for m in got] == _exact(gallery, vecs[3], exclude=images[3].pk)
     gallery.refresh_from_db()
     assert gallery.index_dirty
-    assert index.is_broken(gallery.pk, build.version)
+    assert cache.is_broken(gallery.pk, build.version)
 
 
 def test_a_broken_version_is_not_hashed_again_on_every_query(built, owner, monkeypatch):
     gallery, images, vecs, build = built
     _corrupt_middle(_paths(build)[0])
     calls = []
-    real = index._checksum
-    monkeypatch.setattr(index, "_checksum", lambda paths: calls.append(1) or real(paths))
+    real = store.checksum
+    monkeypatch.setattr(store, "checksum", lambda paths: calls.append(1) or real(paths))
     for i in range(5):
-        assert len(selectors.similar_images(user=owner, image=images[i], k=5)) == 5
+        assert len(search.similar_to_image(user=owner, image=images[i], k=5)) == 5
     assert len(calls) == 1
 
 
@@ -79,17 +80,17 @@ def test_the_queued_rebuild_heals_the_index(built, owner):
     live.require_redis()
     gallery, images, vecs, build = built
     _corrupt_middle(_paths(build)[0])
-    selectors.similar_images(user=owner, image=images[0], k=5)  # notices, marks the gallery stale
+    search.similar_to_image(user=owner, image=images[0], k=5)  # notices, marks the gallery stale
     assert list(Gallery.objects.filter(index_dirty=True).values_list("pk", flat=True)) == [gallery.pk]
     new_version = tasks.rebuild_index.run(gallery.pk)
     assert new_version == build.version + 1
     gallery.refresh_from_db()
     assert not gallery.index_dirty
     new = gallery.current_build()
-    got = selectors.similar_images(user=owner, image=images[0], k=10)
+    got = search.similar_to_image(user=owner, image=images[0], k=10)
     assert [m.image.pk for m in got] == _exact(gallery, vecs[0], exclude=images[0].pk)
-    assert index.is_broken(gallery.pk, new.version) is None
-    assert (gallery.pk, new.version) in index._cache  # served from the new index, not the fallback
+    assert cache.is_broken(gallery.pk, new.version) is None
+    assert (gallery.pk, new.version) in cache.loaded_versions()  # served from the new index, not the fallback
 
 
 def test_a_corrupt_index_cannot_crash_another_process(built, tmp_path):
@@ -102,10 +103,10 @@ def test_a_corrupt_index_cannot_crash_another_process(built, tmp_path):
     code = (
         "import django, os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'imagesearch.settings'); django.setup()\n"
         "from django.conf import settings; settings.IMAGESEARCH_INDEX_DIR = sys.argv[1]\n"
-        "from gallery import index; import numpy as np\n"
-        "ref = index.Ref(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))\n"
-        "try:\n    index.search(ref, np.ones(512, dtype=np.float32) / np.sqrt(512), 10)\n"
-        "except index.IndexUnavailable as exc:\n    print('unavailable:', exc)\n"
+        "from gallery.search import engine, store; import numpy as np\n"
+        "ref = store.Ref(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))\n"
+        "try:\n    engine.index_search(ref, np.ones(512, dtype=np.float32) / np.sqrt(512), 10)\n"
+        "except store.IndexUnavailable as exc:\n    print('unavailable:', exc)\n"
     )
     args = [str(tmp_path / "index"), str(build.gallery_id), str(build.version), build.checksum, str(build.n_trees), str(build.item_count)]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=live.ROOT)
@@ -116,13 +117,13 @@ def test_a_corrupt_index_cannot_crash_another_process(built, tmp_path):
 def test_a_version_verified_on_this_host_is_not_hashed_again_by_another_process(built, owner, monkeypatch):
     gallery, images, vecs, build = built
     calls = []
-    real = index._checksum
-    monkeypatch.setattr(index, "_checksum", lambda paths: calls.append(1) or real(paths))
-    index.evict()  # as a freshly started web process
-    assert len(selectors.similar_images(user=owner, image=images[0], k=5)) == 5
+    real = store.checksum
+    monkeypatch.setattr(store, "checksum", lambda paths: calls.append(1) or real(paths))
+    cache.evict()  # as a freshly started web process
+    assert len(search.similar_to_image(user=owner, image=images[0], k=5)) == 5
     assert calls == []  # the builder left the marker; sizes, mtimes and inodes still match
     _corrupt_middle(_paths(build)[2])  # rewriting a file invalidates the marker
-    index.evict()
-    got = selectors.similar_images(user=owner, image=images[0], k=10)
-    assert calls == [1] and index.is_broken(gallery.pk, build.version)
+    cache.evict()
+    got = search.similar_to_image(user=owner, image=images[0], k=10)
+    assert calls == [1] and cache.is_broken(gallery.pk, build.version)
     assert [m.image.pk for m in got] == _exact(gallery, vecs[0], exclude=images[0].pk)

@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.db import connection
 
-from gallery import services, tasks
+from gallery import locks, services, tasks
 from gallery.models import Gallery, IndexBuild
 from tests import live, vectors
 
@@ -23,11 +23,11 @@ def gallery(owner):
 
 
 def test_a_rebuild_waits_out_a_held_lock_and_builds_after_release(gallery):
-    with tasks.gallery_lock(gallery.pk) as held:
+    with locks.gallery_lock(gallery.pk) as held:
         assert held
         assert tasks.rebuild_index.run(gallery.pk) is None
         assert not IndexBuild.objects.filter(gallery=gallery).exists()
-        with tasks.gallery_lock(gallery.pk) as second:
+        with locks.gallery_lock(gallery.pk) as second:
             assert not second
     assert tasks.rebuild_index.run(gallery.pk) == 1
 
@@ -64,16 +64,16 @@ def test_builds_that_do_run_one_after_another_do_not_overlap_in_time(gallery):
 
 
 def test_the_lock_is_released_when_a_build_fails(gallery, monkeypatch):
-    from gallery import index
+    from gallery.search import store
 
     def broken_build(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index, "build", broken_build)
+    monkeypatch.setattr(store, "build", broken_build)
     with pytest.raises(OSError):
         tasks.rebuild_index.run(gallery.pk)
     assert IndexBuild.objects.get(gallery=gallery).status == IndexBuild.Status.FAILED
-    with tasks.gallery_lock(gallery.pk) as acquired:
+    with locks.gallery_lock(gallery.pk) as acquired:
         assert acquired
     gallery.refresh_from_db()
     assert gallery.index_dirty  # still stale: beat will try again
@@ -81,7 +81,7 @@ def test_the_lock_is_released_when_a_build_fails(gallery, monkeypatch):
 
 def test_many_changes_make_one_rebuild(gallery):
     for _ in range(10):
-        services.gallery_mark_dirty(gallery_id=gallery.pk)
+        Gallery.objects.filter(pk=gallery.pk).mark_index_stale()
     assert tasks.rebuild_stale_indexes.run() == [gallery.pk]
     assert tasks.rebuild_index.run(gallery.pk) == 1
     # A second delivery of the same request, or beat's next tick, builds nothing.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from gallery import index, selectors, services
+from gallery import search, services
+from gallery.search import ann, cache, engine, store
 from gallery.models import Gallery
 from tests import vectors
 
@@ -52,9 +53,9 @@ def test_builds_with_the_same_seed_answer_the_same(tmp_path):
     queries = vectors.clustered(20, seed=77)
     answers = []
     for version in (1, 2):
-        built = index.build(99, version, ids, vecs, seed=1234)
-        ref = index.Ref(99, version, built.checksum, built.n_trees, built.item_count)
-        answers.append([index.search(ref, q, 10)[0].tolist() for q in queries])
+        built = store.build(99, version, ids, vecs, seed=1234)
+        ref = store.Ref(99, version, built.checksum, built.n_trees, built.item_count)
+        answers.append([engine.index_search(ref, q, 10)[0].tolist() for q in queries])
     assert answers[0] == answers[1]
 
 
@@ -62,11 +63,11 @@ def test_a_large_gallery_is_built_on_disk_with_the_same_answers(tmp_path, monkey
     vecs = vectors.clustered(2_000, seed=3)
     ids = np.arange(10, 2_010, dtype=np.int64)
     q = vectors.clustered(1, seed=5)[0]
-    in_ram = index.build(7, 1, ids, vecs, seed=5)
-    monkeypatch.setattr(index, "ON_DISK_BUILD_ITEMS", 1_000)
-    on_disk = index.build(7, 2, ids, vecs, seed=5)
-    a = index.search(index.Ref(7, 1, in_ram.checksum, in_ram.n_trees, 2_000), q, 10)[0]
-    b = index.search(index.Ref(7, 2, on_disk.checksum, on_disk.n_trees, 2_000), q, 10)[0]
+    in_ram = store.build(7, 1, ids, vecs, seed=5)
+    monkeypatch.setattr(ann, "ON_DISK_BUILD_ITEMS", 1_000)
+    on_disk = store.build(7, 2, ids, vecs, seed=5)
+    a = engine.index_search(store.Ref(7, 1, in_ram.checksum, in_ram.n_trees, 2_000), q, 10)[0]
+    b = engine.index_search(store.Ref(7, 2, on_disk.checksum, on_disk.n_trees, 2_000), q, 10)[0]
     assert a.tolist() == b.tolist() and len(a) == 10
 
 
@@ -77,10 +78,10 @@ def test_index_files_are_fetched_from_storage_into_an_empty_cache(owner, setting
     vecs = vectors.clustered(500, seed=4)
     images = vectors.add_images(gallery, vecs)
     build = services.gallery_rebuild_index(gallery_id=gallery.pk)
-    local = index._local_paths(gallery.pk, build.version)
+    local = store.local_paths(gallery.pk, build.version)
     for path in local:
         path.unlink()
-    index.evict()
-    got = selectors.similar_images(user=owner, image=images[0], k=5)
+    cache.evict()
+    got = search.similar_to_image(user=owner, image=images[0], k=5)
     assert len(got) == 5 and all(p.exists() for p in local)
-    assert (gallery.pk, build.version) in index._cache
+    assert (gallery.pk, build.version) in cache.loaded_versions()

@@ -4,31 +4,32 @@ error (never a stack trace, never a lost image) when weights cannot be loaded.""
 import numpy as np
 import pytest
 
-from gallery import embeddings, imaging, services
+from gallery import embedding, services
+from gallery.embedding import imaging
 from gallery.models import EmbeddingState, Image, SystemNotice
 from tests import imagegen
 
 
 def test_vectors_are_512_d_unit_length_and_reproducible():
-    arrays = [imaging.model_input(imagegen.jpeg(s)) for s in range(3)]
-    first = embeddings.embed_batch(arrays)
+    arrays = [imaging.model_input(size=224, data=imagegen.jpeg(s)) for s in range(3)]
+    first = embedding.embed_batch(arrays)
     assert first.shape == (3, 512) and first.dtype == np.float32
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
-    embeddings._reset(setting="IMAGESEARCH_RANDOM_SEED")
-    again = embeddings.embed_batch(arrays)
+    embedding.reset()
+    again = embedding.embed_batch(arrays)
     assert np.allclose(first, again, atol=1e-5)
 
 
 def test_a_batch_gives_the_same_vectors_as_one_image_at_a_time():
-    arrays = [imaging.model_input(imagegen.jpeg(s)) for s in range(3)]
-    together = embeddings.embed_batch(arrays)
-    alone = np.stack([embeddings.embed_batch([a])[0] for a in arrays])
+    arrays = [imaging.model_input(size=224, data=imagegen.jpeg(s)) for s in range(3)]
+    together = embedding.embed_batch(arrays)
+    alone = np.stack([embedding.embed_batch([a])[0] for a in arrays])
     assert np.allclose(together, alone, atol=1e-4)
 
 
 def test_the_version_names_the_backbone_and_the_weights(settings):
-    assert embeddings.version().startswith("vgg16-avgpool-l2/")
-    assert embeddings.version().endswith(f"random-seed{settings.IMAGESEARCH_RANDOM_SEED}")
+    assert embedding.version().startswith("vgg16-avgpool-l2/")
+    assert embedding.version().endswith(f"random-seed{settings.IMAGESEARCH_RANDOM_SEED}")
 
 
 @pytest.mark.django_db
@@ -43,6 +44,6 @@ def test_unloadable_weights_leave_images_pending_with_a_readable_notice(settings
 
     image = Image.objects.get()
     assert image.embedding_state == EmbeddingState.PENDING
-    notice = SystemNotice.objects.get(key=services.WEIGHTS_NOTICE).message
+    notice = SystemNotice.objects.get(key=SystemNotice.WEIGHTS).message
     assert str(bad) in notice and "could not be loaded" in notice
     assert "Traceback" not in notice

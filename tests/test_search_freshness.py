@@ -8,7 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gallery import index, selectors, services
+from gallery import search, selectors, services
+from gallery.search import engine, store
 from gallery.models import Gallery, Image, IndexBuild
 from tests import imagegen, vectors
 
@@ -29,13 +30,13 @@ def test_a_new_near_duplicate_is_found_first_before_any_rebuild(owner):
     new.refresh_from_db()
 
     assert IndexBuild.objects.filter(gallery=gallery).count() == 1
-    assert not index.contains(build.ref, [new.pk]).any()
+    assert not engine.index_contains(store.ref_for(build), [new.pk]).any()
     original = Image.objects.get(gallery=gallery, original_name="scene-2.jpg")
-    got = selectors.similar_images(user=owner, image=original, k=3)
+    got = search.similar_to_image(user=owner, image=original, k=3)
     assert got[0].image.pk == new.pk
     assert got[0].distance < got[1].distance
     # Searching with the new image's own vector puts it first at distance ~0.
-    first = selectors.search_vector(user=owner, gallery=gallery, vector=new.vector, k=1)[0]
+    first = search.search_vector(user=owner, gallery=gallery, vector=new.vector, k=1)[0]
     assert first.image.pk == new.pk and first.distance < 1e-5 and first.similarity > 99.99
 
 
@@ -50,9 +51,9 @@ def test_an_image_committed_just_before_the_snapshot_but_missing_from_the_index_
     late_vec /= np.linalg.norm(late_vec)
     [late] = vectors.add_images(gallery, [late_vec], prefix="late")
     Image.objects.filter(pk=late.pk).update(embedded_at=build.snapshot_at - timedelta(seconds=30))
-    assert not index.contains(build.ref, [late.pk]).any()
+    assert not engine.index_contains(store.ref_for(build), [late.pk]).any()
 
-    got = selectors.search_vector(user=owner, gallery=gallery, vector=late_vec, k=2)
+    got = search.search_vector(user=owner, gallery=gallery, vector=late_vec, k=2)
     assert got[0].image.pk == late.pk
 
 
@@ -63,8 +64,8 @@ def test_results_merge_index_and_delta_in_exact_distance_order(owner):
     services.gallery_rebuild_index(gallery_id=gallery.pk)
     vectors.add_images(gallery, vecs[500:], embedded_ago=timedelta(0), prefix="new")
     query = vecs[123]
-    got = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=20)
-    exact = selectors.exact_search(gallery=gallery, vectors=query[None, :], k=20)[0]
+    got = search.search_vector(user=owner, gallery=gallery, vector=query, k=20)
+    exact = search.exact_search(gallery=gallery, vectors=query[None, :], k=20)[0]
     assert [m.image.pk for m in got] == exact
     assert any(m.image.original_name.startswith("new") for m in got)
     distances = [m.distance for m in got]
@@ -78,12 +79,12 @@ def test_pages_and_maximum_distance_cut_the_same_ranking(owner):
     vectors.add_images(gallery, vecs)
     services.gallery_rebuild_index(gallery_id=gallery.pk)
     query = vecs[42]
-    whole = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=30)
-    second = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=10, offset=10)
+    whole = search.search_vector(user=owner, gallery=gallery, vector=query, k=30)
+    second = search.search_vector(user=owner, gallery=gallery, vector=query, k=10, offset=10)
     assert [m.image.pk for m in second] == [m.image.pk for m in whole[10:20]]
     assert [m.rank for m in second] == list(range(11, 21))
     limit = whole[7].distance
-    near = selectors.search_vector(user=owner, gallery=gallery, vector=query, k=30, max_distance=limit)
+    near = search.search_vector(user=owner, gallery=gallery, vector=query, k=30, max_distance=limit)
     assert [m.image.pk for m in near] == [m.image.pk for m in whole[:8]]
 
 
@@ -95,15 +96,15 @@ def test_find_similar_takes_the_query_vector_from_the_index_unless_embedded_agai
 
     image = selectors.image_for_view(user=owner, pk=images[40].pk)
     with CaptureQueriesContext(connection) as queries:
-        got = selectors.similar_images(user=owner, image=image, k=5)
+        got = search.similar_to_image(user=owner, image=image, k=5)
     assert not [q["sql"] for q in queries if '"embedding"' in q["sql"]]  # the 2 KB column was not read
-    exact = selectors.exact_search(gallery=gallery, vectors=vecs[40][None, :], k=5, exclude_ids=[images[40].pk])[0]
+    exact = search.exact_search(gallery=gallery, vectors=vecs[40][None, :], k=5, exclude_ids=[images[40].pk])[0]
     assert [m.image.pk for m in got] == exact
 
     # Embedded again since the build, with another vector: the row's vector is the query.
     Image.objects.filter(pk=images[40].pk).update(embedding=vecs[200].astype("<f4").tobytes(), embedded_at=timezone.now())
     image = selectors.image_for_view(user=owner, pk=images[40].pk)
     with CaptureQueriesContext(connection) as queries:
-        got = selectors.similar_images(user=owner, image=image, k=5)
+        got = search.similar_to_image(user=owner, image=image, k=5)
     assert [q["sql"] for q in queries if '"embedding"' in q["sql"]]
     assert got[0].image.pk == images[200].pk and got[0].distance < 1e-5

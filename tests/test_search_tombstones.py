@@ -4,7 +4,8 @@ moment of the change, although they stay in the index until the next rebuild."""
 import numpy as np
 import pytest
 
-from gallery import index, selectors, services
+from gallery import search, services
+from gallery.search import engine, store
 from gallery.models import Gallery, ModerationState, Visibility
 from tests import vectors
 
@@ -30,11 +31,11 @@ def test_a_rejected_image_leaves_every_result_at_once(world, owner, other, staff
     gallery, images, vecs, build = world
     first = _nearest(vecs, 0, 1)[0]
     for user in (owner, other, staff):
-        assert selectors.similar_images(user=user, image=images[0], k=5)[0].image.pk == images[first].pk
+        assert search.similar_to_image(user=user, image=images[0], k=5)[0].image.pk == images[first].pk
     services.image_moderate(image=images[first], actor=staff, state=ModerationState.REJECTED, reason="spam")
-    assert index.contains(build.ref, [images[first].pk]).all()  # still in the index: no rebuild ran
+    assert engine.index_contains(store.ref_for(build), [images[first].pk]).all()  # still in the index: no rebuild ran
     for user in (owner, other, staff):
-        got = [m.image.pk for m in selectors.similar_images(user=user, image=images[0], k=10)]
+        got = [m.image.pk for m in search.similar_to_image(user=user, image=images[0], k=10)]
         assert images[first].pk not in got and len(got) == 10
 
 
@@ -43,9 +44,9 @@ def test_a_deleted_image_is_never_returned(world, owner):
     first = _nearest(vecs, 5, 1)[0]
     gone = images[first].pk
     services.image_delete(image=images[first])
-    got = [m.image.pk for m in selectors.similar_images(user=owner, image=images[5], k=10)]
+    got = [m.image.pk for m in search.similar_to_image(user=owner, image=images[5], k=10)]
     assert gone not in got and len(got) == 10
-    got = [m.image.pk for m in selectors.search_vector(user=owner, gallery=gallery, vector=vecs[first], k=10)]
+    got = [m.image.pk for m in search.search_vector(user=owner, gallery=gallery, vector=vecs[first], k=10)]
     assert gone not in got
 
 
@@ -57,9 +58,9 @@ def test_images_hidden_from_a_visitor_are_filtered_per_viewer(world, owner, othe
 
     Image.objects.filter(pk__in=[images[j].pk for j in near]).update(moderation_state=ModerationState.PENDING)
     hidden = {images[j].pk for j in near}
-    assert not hidden & {m.image.pk for m in selectors.similar_images(user=other, image=images[7], k=10)}
+    assert not hidden & {m.image.pk for m in search.similar_to_image(user=other, image=images[7], k=10)}
     # The owner still sees their own pending images.
-    assert hidden <= {m.image.pk for m in selectors.similar_images(user=owner, image=images[7], k=10)}
+    assert hidden <= {m.image.pk for m in search.similar_to_image(user=owner, image=images[7], k=10)}
 
 
 def test_many_rejected_neighbours_do_not_shrink_the_result(world, owner, staff):
@@ -68,7 +69,7 @@ def test_many_rejected_neighbours_do_not_shrink_the_result(world, owner, staff):
 
     crowd = _nearest(vecs, 11, 60)  # more than the first batch of index candidates
     Image.objects.filter(pk__in=[images[j].pk for j in crowd]).update(moderation_state=ModerationState.REJECTED)
-    got = selectors.similar_images(user=owner, image=images[11], k=12)
+    got = search.similar_to_image(user=owner, image=images[11], k=12)
     expected = [images[j].pk for j in _nearest(vecs, 11, 72)[60:72]]
     assert [m.image.pk for m in got] == expected
 
@@ -77,5 +78,5 @@ def test_a_private_gallery_gives_strangers_nothing(world, other, owner):
     gallery, images, vecs, build = world
     Gallery.objects.filter(pk=gallery.pk).update(visibility=Visibility.PRIVATE)
     gallery.refresh_from_db()
-    assert selectors.search_vector(user=other, gallery=gallery, vector=vecs[0], k=10) == []
-    assert len(selectors.search_vector(user=owner, gallery=gallery, vector=vecs[0], k=10)) == 10
+    assert search.search_vector(user=other, gallery=gallery, vector=vecs[0], k=10) == []
+    assert len(search.search_vector(user=owner, gallery=gallery, vector=vecs[0], k=10)) == 10

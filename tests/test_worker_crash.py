@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from django.core.management import call_command
 
-from gallery import embeddings
+from gallery import embedding
 from gallery.models import EmbeddingState, Gallery, Image
 from tests import imagegen, live
 
@@ -78,7 +78,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(owne
 
     images = {img.pk: img for img in Image.objects.all()}
     assert set(images) == ids
-    version = embeddings.version()
+    version = embedding.version()
     for img in images.values():
         assert img.embedding_state == EmbeddingState.READY and img.claim_token is None
         assert img.embedding_version == version and img.vector.shape == (512,)

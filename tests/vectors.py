@@ -7,8 +7,9 @@ from datetime import timedelta
 import numpy as np
 from django.utils import timezone
 
-from gallery import embeddings
-from gallery.models import EmbeddingState, Image, ModerationState
+from gallery import embedding, services
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+from gallery.vectors import pack
 
 DIM = 512
 
@@ -27,7 +28,7 @@ def clustered(n, seed=0, per_cluster=100, spread=1.0):
 
 def add_images(gallery, vectors, *, embedded_ago=timedelta(hours=1), moderation=ModerationState.APPROVED, prefix="v"):
     """Create one ready Image per row of `vectors`; return them in row order."""
-    version = embeddings.version()
+    version = embedding.version()
     at = timezone.now() - embedded_ago
     start = Image.objects.filter(gallery=gallery).count()
     rows = [
@@ -38,7 +39,7 @@ def add_images(gallery, vectors, *, embedded_ago=timedelta(hours=1), moderation=
             sha256=f"{gallery.pk}-{prefix}-{start + i}",
             width=224, height=224, byte_size=1000, content_type="image/jpeg",
             embedding_state=EmbeddingState.READY,
-            embedding=Image.pack_vector(vec),
+            embedding=pack(vec),
             embedding_version=version,
             embedded_at=at,
             moderation_state=moderation,
@@ -56,9 +57,6 @@ def indexed_gallery(owner, slug, n=500, seed=4, per_cluster=50):
 
     Returns (gallery, images, vectors, build).
     """
-    from gallery import services
-    from gallery.models import Gallery
-
     gallery = Gallery.objects.create(owner=owner, title=slug.title(), slug=slug)
     vecs = clustered(n, seed=seed, per_cluster=per_cluster)
     images = add_images(gallery, vecs)

@@ -6,22 +6,42 @@ from django.db import migrations, models
 from django.utils import timezone
 
 
+def current_backend_data(store, session_data):
+    """Return (session data, user id): the data re-encoded to name a backend of AUTHENTICATION_BACKENDS.
+
+    django.contrib.auth signs out a session whose backend is not listed in
+    AUTHENTICATION_BACKENDS. Sessions signed in before the app's own backend
+    name Django's ModelBackend, whose get_user the app's only narrows (the
+    same user, the same is_active rule), so they are re-encoded to name it.
+    Data that does not decode (another SECRET_KEY) is kept as it is: such a
+    session is signed out either way.
+    """
+    data = store.decode(session_data)  # {} when the signature does not match
+    user_id = data.get("_auth_user_id")
+    backend = data.get("_auth_user_backend")
+    if user_id is not None and backend and backend not in settings.AUTHENTICATION_BACKENDS:
+        data["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
+        session_data = store.encode(data)
+    return session_data, user_id
+
+
 def copy_sessions(apps, schema_editor):
-    """Carry the unexpired sessions over, so an upgrade signs nobody out."""
+    """Carry the unexpired sessions over, so an upgrade signs nobody out (see current_backend_data)."""
     from django.contrib.sessions.backends.db import SessionStore
 
     Old = apps.get_model("sessions", "Session")
     New = apps.get_model("gallery", "Session")
     User = apps.get_model(settings.AUTH_USER_MODEL)
     users = set(User.objects.values_list("pk", flat=True))
-    store = SessionStore()  # decode() only (signature checked with SECRET_KEY and this class's salt; {} if it fails)
+    store = SessionStore()  # decode() and encode() only: signed with SECRET_KEY and this class's salt
     batch = []
     for old in Old.objects.filter(expire_date__gt=timezone.now()).iterator(chunk_size=2000):
+        session_data, raw_user_id = current_backend_data(store, old.session_data)
         try:
-            user_id = User._meta.pk.to_python(store.decode(old.session_data).get("_auth_user_id"))
+            user_id = User._meta.pk.to_python(raw_user_id)
         except Exception:  # a value that names no user: the session is kept, signed out
             user_id = None
-        batch.append(New(session_key=old.session_key, session_data=old.session_data, expire_date=old.expire_date,
+        batch.append(New(session_key=old.session_key, session_data=session_data, expire_date=old.expire_date,
                          user_id=user_id if user_id in users else None))
         if len(batch) >= 2000:
             New.objects.bulk_create(batch, ignore_conflicts=True)

@@ -2,7 +2,11 @@
 
 from django.conf import settings
 
-from gallery import embeddings, imaging
+from gallery import embedding
+from gallery.embedding import imaging
+
+# The result counts the pages offer.
+K_CHOICES = [6, 12, 24, 48, 100]
 
 
 class QueryImageError(Exception):
@@ -16,12 +20,12 @@ def embed_query_file(upload):
     data = upload.read()
     try:
         imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
-        arr = imaging.model_input(data)  # (224, 224, 3)
+        arr = imaging.model_input(data, embedding.input_size())  # (S, S, 3)
     except imaging.InvalidImage as exc:
         raise QueryImageError(str(exc)) from None
     try:
-        return embeddings.embed_batch([arr])[0]  # (512,)
-    except embeddings.WeightsUnavailable as exc:
+        return embedding.embed_batch([arr])[0]  # (D,)
+    except embedding.WeightsUnavailable as exc:
         raise QueryImageError(f"Search is unavailable: {exc}") from None
 
 

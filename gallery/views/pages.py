@@ -1,52 +1,25 @@
 """HTML pages: parse input, call one service or selector, respond."""
 
-import base64
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, Subquery
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from gallery import imaging, selectors, services
-from gallery.forms import GalleryForm, QueryImageForm, SearchControlsForm, SignupForm
-from gallery.models import EmbeddingState, Gallery, Image
-from gallery.views.common import QueryImageError, embed_query_file, wants_json
+from gallery import access, selectors, services
+from gallery.forms import GalleryForm, QueryImageForm, SignupForm
+from gallery.models import EmbeddingState
+from gallery.views.common import K_CHOICES, wants_json
 
 PAGE_SIZE = 48
-K_CHOICES = [6, 12, 24, 48, 100]
-
-
-def _preview_data_uri(upload):
-    """Return a small JPEG of the (unstored) query picture as a data: URI, or None."""
-    upload.seek(0)
-    try:
-        return "data:image/jpeg;base64," + base64.b64encode(imaging.thumbnail_jpeg(upload.read(), 160)).decode()
-    except Exception:  # the search already succeeded; a missing preview is not worth an error
-        return None
-
-
-def _with_cover(galleries, user):
-    """Annotate each gallery with its newest visible image (the cover) and how many `user` may see."""
-    visible = Image.objects.visible_to(user).filter(gallery=OuterRef("pk"))
-    return galleries.annotate(
-        cover_id=Subquery(visible.order_by("-created_at", "-id").values("pk")[:1]),
-        n_images=Subquery(visible.order_by().values("gallery").annotate(n=Count("pk")).values("n")[:1]),
-    )
 
 
 def home(request):
-    mine = Gallery.objects.filter(owner=request.user) if request.user.is_authenticated else Gallery.objects.none()
-    public = Gallery.objects.filter(visibility="public").exclude(pk__in=mine.values("pk")).select_related("owner")
-    return render(
-        request,
-        "gallery/home.html",
-        {"mine": _with_cover(mine, request.user), "public": _with_cover(public, request.user)[:100]},
-    )
+    mine, public = selectors.home_galleries(user=request.user)
+    return render(request, "gallery/home.html", {"mine": mine, "public": public})
 
 
 @require_http_methods(["GET", "POST"])
@@ -107,9 +80,9 @@ def gallery_detail(request, slug):
         {
             "gallery": gallery,
             "page": page,
-            "can_edit": selectors.can_edit(request.user, gallery),
+            "can_edit": access.can_edit(request.user, gallery),
             "status": selectors.gallery_status(gallery=gallery),
-            "failed": failed if selectors.can_edit(request.user, gallery) else [],
+            "failed": failed if access.can_edit(request.user, gallery) else [],
             "query_form": QueryImageForm(),
             "k_choices": K_CHOICES,
             "default_k": settings.IMAGESEARCH_DEFAULT_K,
@@ -152,62 +125,14 @@ def gallery_status(request, slug):
     return JsonResponse(selectors.gallery_status(gallery=gallery))
 
 
-@require_POST
-def gallery_search(request, slug):
-    """Search the gallery with an outside image (not stored)."""
-    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
-    form = QueryImageForm(request.POST, request.FILES)
-    # k may come from the search form itself (no-JS) or from the query string.
-    (k, offset, max_distance, _page), _errors = SearchControlsForm.read(request.GET or request.POST)
-    error, matches, preview = None, [], None
-    if not form.is_valid():
-        error = "Choose an image file to search with."
-    else:
-        try:
-            vector = embed_query_file(form.cleaned_data["image"])
-            preview = _preview_data_uri(form.cleaned_data["image"])
-            matches = selectors.search_vector(
-                user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance
-            )
-        except QueryImageError as exc:
-            error = str(exc)
-    return render(
-        request,
-        "gallery/results.html",
-        {"gallery": gallery, "query": None, "query_name": request.FILES.get("image") and request.FILES["image"].name,
-         "query_preview": preview, "matches": matches, "error": error, "k": k, "k_choices": K_CHOICES},
-        status=400 if error else 200,
-    )
-
-
 def image_detail(request, pk):
     image = selectors.image_for_view(user=request.user, pk=pk)
     return render(
         request,
         "gallery/image_detail.html",
-        {"image": image, "gallery": image.gallery, "can_edit": selectors.can_edit(request.user, image.gallery),
+        {"image": image, "gallery": image.gallery, "can_edit": access.can_edit(request.user, image.gallery),
          "events": image.moderation_events.select_related("actor")[:20] if request.user.is_staff else [],
          "k_choices": K_CHOICES, "default_k": settings.IMAGESEARCH_DEFAULT_K},
-    )
-
-
-def image_similar(request, pk):
-    image = selectors.image_for_view(user=request.user, pk=pk)
-    (k, offset, max_distance, page), _errors = SearchControlsForm.read(request.GET)
-    matches = selectors.similar_images(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
-    return render(
-        request,
-        "gallery/results.html",
-        {
-            "gallery": image.gallery,
-            "query": image,
-            "matches": matches,
-            "k": k,
-            "page": page,
-            "max_distance": max_distance,
-            "has_next": len(matches) == k,
-            "k_choices": K_CHOICES,
-        },
     )
 
 
@@ -215,7 +140,7 @@ def image_similar(request, pk):
 @require_POST
 def image_delete(request, pk):
     image = selectors.image_for_view(user=request.user, pk=pk)
-    if not selectors.can_edit(request.user, image.gallery):
+    if not access.can_edit(request.user, image.gallery):
         raise Http404("No such image.")
     gallery = image.gallery
     services.image_delete(image=image)

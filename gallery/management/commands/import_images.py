@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from gallery import services
+from gallery import jobs, services
 from gallery.models import Gallery, Image
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"}
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         # Hashes already in the gallery: a re-run skips known files without decoding them.
         known = set(Image.objects.filter(gallery=gallery).values_list("sha256", flat=True))
         added, duplicates, rejected, queue = 0, 0, [], []
-        step = services._task_size()
+        step = jobs.task_size()
         bar = tqdm(files, unit="img", file=sys.stderr, disable=no_progress, dynamic_ncols=True)
         for file in bar:
             shown = str(file.relative_to(root)) if file != root else file.name

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import selectors
+from gallery import search
 from gallery.models import Gallery
 
 TARGET = 0.98
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             raise CommandError(f"No gallery with slug {gallery!r}.")
         if sample < 1 or k < 1:
             raise CommandError("--sample and --k must be positive.")
-        r = selectors.index_recall(gallery=found, sample=sample, k=k, seed=seed)
+        r = search.index_recall(gallery=found, sample=sample, k=k, seed=seed)
         if not r["queries"]:
             self.stdout.write(f"{found.slug}: fewer than two searchable images; nothing to measure.")
             return

@@ -1,20 +1,27 @@
-"""Hand-written SQL for the reads every search request makes.
+"""Hand-written SQL for the reads every search request makes: the only raw SQL in the app.
 
-The ORM compiles a queryset into SQL anew on every evaluation: on this kind of
-2-core host about 0.5-2 ms of CPU per query, several times the query itself,
-and most of what a "find similar" request cost (docs/benchmarks.md). The few
-reads on that path are written here once, in SQL both PostgreSQL and SQLite
-accept, and their rows become model instances through the backend's own
+The ORM compiles a queryset into SQL anew on every evaluation, several times
+the cost of the query itself on this path (docs/benchmarks.md, "HTTP"). The
+few reads on that path are written here once, in SQL both PostgreSQL and
+SQLite accept, and their rows become model instances through the backend's own
 converters, exactly as the ORM would build them. Everything else uses the ORM.
+This module also relies on two private parts of Django's database layer (the
+PostgreSQL server-binding cursor and _prepare_cursor); gallery.checks warns
+when Django is not the version they were written for.
 """
 
 from functools import cache, lru_cache
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.urls import reverse
 
-from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Session
+from gallery import access
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+
+# The Django release whose private cursor API _cursor() uses (gallery.checks).
+DJANGO_VERSION = (5, 2)
 
 
 class _Select:
@@ -102,7 +109,7 @@ def image_with_gallery(pk):
     One round trip instead of two; the gallery's current build comes with it as
     `current_index_id` (Gallery.current_build reads it from a per-process cache).
     The 2 KB embedding is deferred: "find similar" takes the vector from the
-    index when it holds it (selectors.similar_images).
+    index when it holds it (gallery.search.engine.similar_images).
     """
     sql, image_sel, gallery_sel = _image_query()
     db = _db()
@@ -115,21 +122,21 @@ def image_with_gallery(pk):
     return image
 
 
-def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_after, exclude_id, public_only, post_moderation):
+def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_after, exclude_id, public_only):
     """Return [(pk, original_name, is_recent, is_new)] of the gallery's searchable images
     among `pks`, plus every one embedded after `recent_after` (the delta candidates).
 
     Searchable: embedded with `embedding_version` and not rejected. With
     `public_only` (a viewer who neither owns the gallery nor is staff) only what
-    such a viewer may see: approved images, and under post-moderation pending ones
-    that were not auto-flagged (ImageQuerySet.visible_to, for one gallery).
+    such a viewer may see (gallery.access.public_images_sql).
     is_recent: embedded after `recent_after`; is_new: embedded after `new_after`.
     """
     db = _db()
     pks = [int(pk) for pk in pks]
     postgresql = db.vendor == "postgresql"
-    sql = _candidates_query(
-        db.vendor, 0 if postgresql else len(pks), bool(pks), exclude_id is not None, public_only, post_moderation
+    sql, public_params = _candidates_query(
+        db.vendor, 0 if postgresql else len(pks), bool(pks), exclude_id is not None, public_only,
+        settings.IMAGESEARCH_MODERATION,
     )
     adapt = db.ops.adapt_datetimefield_value
     recent_after, new_after = adapt(recent_after), adapt(new_after)
@@ -140,16 +147,18 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
     params.append(recent_after)
     if exclude_id is not None:
         params.append(exclude_id)
-    if public_only:
-        params += [ModerationState.APPROVED, ModerationState.PENDING] if post_moderation else [ModerationState.APPROVED]
+    params += public_params
     with _cursor(db) as cursor:
         cursor.execute(sql, params)
         return [(pk, name, bool(recent), bool(new)) for pk, name, recent, new in cursor.fetchall()]
 
 
 @lru_cache(maxsize=512)
-def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, post_moderation):
-    """The statement of visible_candidates, built once per shape (parameters in the order it appends them)."""
+def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, moderation):
+    """The statement of visible_candidates, built once per shape, and the parameters of its visibility predicate.
+
+    `moderation` is part of the shape: the predicate public_images_sql() renders depends on it.
+    """
     where = [f"{_q('gallery_id')} = %s", f"{_q('embedding_state')} = %s", f"{_q('moderation_state')} <> %s",
              f"{_q('embedding_version')} = %s"]
     match = f"{_q('embedded_at')} > %s"
@@ -159,14 +168,15 @@ def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, post_
     where.append(match)
     if has_exclude:
         where.append(f"{_q('id')} <> %s")
-    if public_only and post_moderation:
-        where.append(f"({_q('moderation_state')} = %s OR ({_q('moderation_state')} = %s AND NOT {_q('flagged')}))")
-    elif public_only:
-        where.append(f"{_q('moderation_state')} = %s")
-    return (
+    public_params = []
+    if public_only:
+        predicate, public_params = access.public_images_sql(_q)
+        where.append(predicate)
+    sql = (
         f"SELECT {_q('id')}, {_q('original_name')}, {_q('embedded_at')} > %s, {_q('embedded_at')} > %s "
         f"FROM {_table(Image)} WHERE {' AND '.join(where)}"
     )
+    return sql, tuple(public_params)
 
 
 class ResultImage:
@@ -186,32 +196,6 @@ class ResultImage:
 
     def __repr__(self):
         return f"<ResultImage {self.pk} {self.original_name!r}>"
-
-
-@cache
-def _session_query():
-    model = get_user_model()
-    user = _Select(model, "u")
-    sql = (
-        f"SELECT s.{_q('session_data')}, {user.sql} FROM {_table(Session)} s "
-        f"LEFT JOIN {_table(model)} u ON u.{_q(model._meta.pk.column)} = s.{_q('user_id')} "
-        f"WHERE s.{_q('session_key')} = %s AND s.{_q('expire_date')} > %s"
-    )
-    return sql, user
-
-
-def unexpired_session(session_key, now):
-    """Return (session_data, user) of the unexpired session with this key, or None.
-
-    `user` is the user the row names (models.Session.user), or None when it
-    names none or that user is gone.
-    """
-    sql, user_sel = _session_query()
-    db = _db()
-    row = _fetch_one(db, sql, [session_key, db.ops.adapt_datetimefield_value(now)])
-    if row is None:
-        return None
-    return row[0], (user_sel.instance(row[1:], db) if row[1] is not None else None)
 
 
 @cache

@@ -1,6 +1,7 @@
 """Pillow work: validating uploads, thumbnails, and decoding to model input.
 
-Nothing here knows about Django models or Keras. The type of a file is decided
+Nothing here knows about Django models or Keras; the model input size comes
+from the caller (the active backbone's input_size). The type of a file is decided
 by its content, never by its name.
 """
 
@@ -12,7 +13,6 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-MODEL_SIZE = 224
 THUMB_SIZE = 320
 # Formats accepted for upload (Pillow's names) and how they are served.
 ACCEPTED_FORMATS = {
@@ -132,11 +132,11 @@ def open_oriented(data: bytes, draft_size: int | None = None) -> PILImage.Image:
     return to_rgb(img)
 
 
-def model_input(data: bytes, draft: bool = True) -> np.ndarray:
-    """Decode to the model's input: (224, 224, 3) float32 RGB in 0..255, squashed to size."""
-    img = open_oriented(data, draft_size=MODEL_SIZE * 2 if draft else None)
-    img = img.resize((MODEL_SIZE, MODEL_SIZE), PILImage.BILINEAR, reducing_gap=2.0)
-    return np.asarray(img, dtype=np.float32)  # (224, 224, 3)
+def model_input(data: bytes, size: int, draft: bool = True) -> np.ndarray:
+    """Decode to a model's input: (size, size, 3) float32 RGB in 0..255, squashed to size."""
+    img = open_oriented(data, draft_size=size * 2 if draft else None)
+    img = img.resize((size, size), PILImage.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img, dtype=np.float32)  # (size, size, 3)
 
 
 def thumbnail_jpeg(data: bytes, size: int = THUMB_SIZE) -> bytes:

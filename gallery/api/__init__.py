@@ -1,0 +1,1 @@
+"""The JSON API: authentication, answer shapes and views."""

@@ -1,0 +1,72 @@
+"""JSON API: the same permissions as the pages (404 for what a user may not see).
+
+Authenticate with the session (and its CSRF token for POST) or HTTP Basic
+(`curl -u user:password`), which needs no CSRF token (gallery.api.auth).
+"""
+
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from gallery import search, selectors, services
+from gallery.api.auth import api_view
+from gallery.api.schemas import results_json
+from gallery.forms import SearchControlsForm
+from gallery.views.common import QueryImageError, embed_query_file
+
+
+def _controls(request):
+    values, errors = SearchControlsForm.read(request.GET)
+    if errors:
+        return None, JsonResponse({"error": "Invalid parameters.", "fields": errors}, status=400)
+    return values, None
+
+
+@api_view
+@require_GET
+def similar(request, pk):
+    image = selectors.image_for_view(user=request.user, pk=pk)
+    values, error = _controls(request)
+    if error:
+        return error
+    k, offset, max_distance, page = values
+    matches = search.similar_to_image(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
+    return JsonResponse(
+        {"query": image.pk, "state": image.embedding_state, "k": k, "page": page, "results": results_json(matches)}
+    )
+
+
+@api_view
+@require_POST
+def search_gallery(request, slug):
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    values, error = _controls(request)
+    if error:
+        return error
+    k, offset, max_distance, page = values
+    upload = request.FILES.get("image")
+    if upload is None:
+        return JsonResponse({"error": "Send the query image as the multipart field 'image'."}, status=400)
+    try:
+        vector = embed_query_file(upload)
+    except QueryImageError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    matches = search.search_vector(user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance)
+    return JsonResponse({"k": k, "page": page, "results": results_json(matches)})
+
+
+@api_view
+@require_GET
+def status(request, slug):
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    return JsonResponse(selectors.gallery_status(gallery=gallery))
+
+
+@api_view
+@require_POST
+def upload(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    files = request.FILES.getlist("images")
+    if not files:
+        return JsonResponse({"error": "Send one or more files as the multipart field 'images'."}, status=400)
+    results = services.images_upload(gallery=gallery, uploader=request.user, files=files)
+    return JsonResponse({"results": [r.as_dict() for r in results]})

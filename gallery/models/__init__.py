@@ -1,0 +1,30 @@
+"""Every model of the app, re-exported: Django and callers find them as gallery.models.X."""
+
+from gallery.models.builds import IndexBuild
+from gallery.models.galleries import Gallery, GalleryQuerySet, Visibility
+from gallery.models.images import (
+    EmbeddingState,
+    Image,
+    ImageQuerySet,
+    ModerationQueueItem,
+    image_upload_to,
+    thumbnail_upload_to,
+)
+from gallery.models.moderation import ModerationEvent, ModerationState
+from gallery.models.notices import SystemNotice
+
+__all__ = [
+    "EmbeddingState",
+    "Gallery",
+    "GalleryQuerySet",
+    "Image",
+    "ImageQuerySet",
+    "IndexBuild",
+    "ModerationEvent",
+    "ModerationQueueItem",
+    "ModerationState",
+    "SystemNotice",
+    "Visibility",
+    "image_upload_to",
+    "thumbnail_upload_to",
+]

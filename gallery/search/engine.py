@@ -1,0 +1,260 @@
+"""Similarity search over a gallery: index candidates, the delta, exact re-rank, visibility, paging."""
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import islice
+
+import numpy as np
+from django.conf import settings
+
+from gallery import access, embedding, vectors
+from gallery.models import EmbeddingState, Gallery, Image, Visibility
+from gallery.search import ann, cache, projection, reads
+from gallery.search.store import IndexUnavailable, ref_for
+
+logger = logging.getLogger(__name__)
+
+# Images embedded this long before a build's snapshot are still searched exactly:
+# covers a worker whose transaction committed after the build read the table.
+SNAPSHOT_MARGIN = timedelta(minutes=5)
+EXACT_CHUNK = 4096  # rows per step of an exact scan: bounds memory at any gallery size
+
+
+@dataclass
+class Match:
+    image: "reads.ResultImage | Image"  # a result card uses pk, original_name, get_absolute_url()
+    distance: float  # cosine distance, 0 (same direction) .. 2
+    rank: int = 0
+
+    @property
+    def similarity(self):
+        """Cosine similarity as a percentage, 0..100."""
+        return max(0.0, min(100.0, (1.0 - self.distance) * 100.0))
+
+
+# --- One index version ------------------------------------------------------
+
+
+def index_search(ref, vector, n, search_k=None):
+    """Return the approximate `n` nearest items of an index version to `vector`.
+
+    Returns (pks, distances): (M,) int64 and (M,) float32 cosine distances
+    (1 - cos) computed exactly from the stored vectors, M <= n, nearest first,
+    ties by pk. `search_k` overrides ann.search_k_for() (for benchmarks). Raises
+    IndexUnavailable when the index cannot be used.
+    """
+    loaded = cache.load(ref)
+    query = np.asarray(vector, dtype=np.float32).reshape(loaded.vectors.shape[1])  # (D,)
+    n = min(n, ref.item_count)
+    projected = projection.project(loaded.pca, query)  # (d,)
+    pool = ann.pool_for(n, ref.item_count)
+    positions = ann.query(loaded.forest, projected, pool, search_k or ann.search_k_for(ref.n_trees, n, ref.item_count))
+    positions = np.asarray(positions, dtype=np.int64)  # (P,) the pool, in projected order
+    distances = vectors.cosine_distances(loaded.vectors[positions], query)  # (P,) exact re-rank
+    pks = loaded.ids[positions]  # (P,)
+    order = np.lexsort((pks, distances))[:n]  # (M,)
+    return pks[order], distances[order]
+
+
+def index_contains(ref, pks):
+    """Return a boolean mask: which of `pks` ((P,) int64) are items of this index version."""
+    loaded = cache.load(ref)
+    pks = np.asarray(pks, dtype=np.int64)  # (P,)
+    if not len(loaded.ids) or not len(pks):
+        return np.zeros(len(pks), dtype=bool)
+    at = np.minimum(np.searchsorted(loaded.ids, pks), len(loaded.ids) - 1)
+    return loaded.ids[at] == pks
+
+
+def index_vector(ref, pk):
+    """Return the (D,) float32 vector this version holds for image `pk`, or None if it holds none."""
+    loaded = cache.load(ref)
+    at = int(np.searchsorted(loaded.ids, pk))
+    if at < len(loaded.ids) and loaded.ids[at] == pk:
+        return np.array(loaded.vectors[at])
+    return None
+
+
+# --- A gallery, as one viewer sees it ---------------------------------------
+
+
+def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None, exclude_id=None):
+    """Return the nearest images of `gallery` to `vector` that `user` may see, nearest first.
+
+    `gallery` is one `user` may open (selectors.gallery_for_view, image_for_view).
+    Candidates come from the gallery's Annoy index plus an exact scan of images
+    embedded after it was built (the delta); every candidate is ranked by exact
+    cosine distance, and rows that are deleted, rejected, of another embedding
+    version or hidden from `user` are dropped by one database query, which also
+    reads what a result shows. When the index cannot be used the whole gallery
+    is searched exactly and a rebuild is queued.
+    """
+    k = k or settings.IMAGESEARCH_DEFAULT_K
+    want = offset + k
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)  # (D,)
+    version = embedding.version()
+    sees_all = access.sees_every_image(user, gallery)
+    if not sees_all and gallery.visibility != Visibility.PUBLIC:
+        return []
+
+    def base():
+        # No ORDER BY: results are ranked by distance here, never by the model's ordering.
+        rows = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version).order_by()
+        return rows.exclude(pk=exclude_id) if exclude_id is not None else rows
+
+    build = gallery.current_build()
+    if build is not None and build.item_count and build.embedding_version == version:
+        candidates = functools.partial(
+            reads.visible_candidates, gallery_id=gallery.pk, embedding_version=version, exclude_id=exclude_id,
+            public_only=not sees_all,
+        )
+        try:
+            pks, dist, names = _search_indexed(candidates, base, ref_for(build), build.snapshot_at, vector, want, max_distance)
+        except IndexUnavailable as exc:
+            logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
+            Gallery.objects.filter(pk=gallery.pk).mark_index_stale()
+        else:
+            return _matches(gallery, pks, dist, offset, want, names)
+    pks, dist = exact_scan(base(), vector[None, :], want)
+    pks, dist = pks[0], dist[0]
+    if max_distance is not None:
+        keep = dist <= max_distance
+        pks, dist = pks[keep], dist[keep]
+    return _matches(gallery, pks, dist, offset, want)
+
+
+def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distance):
+    """Return (pks, distances, {pk: name}) of at least the best `want` visible candidates, nearest first.
+
+    One query per round answers what the index cannot: which candidates the
+    viewer may see (and their names), and which images are newer than the index
+    (the delta). The delta's vectors are fetched only when there is one.
+    """
+    cutoff = snapshot_at - SNAPSHOT_MARGIN
+    delta_pks = delta_dist = None
+    names = {}
+    # Hidden, rejected or deleted items still in the index may crowd the first
+    # candidates out: ask the index for more until `want` visible ones are found.
+    # The first round asks for a quarter more (at least 8): each candidate is a
+    # row the visibility query reads, and most galleries hide few images.
+    n = min(ref.item_count, want + max(8, want // 4))
+    while True:
+        found_pks, found_dist = index_search(ref, vector, n)  # (M,), (M,) nearest first
+        rows = candidates(pks=found_pks.tolist(), recent_after=cutoff, new_after=snapshot_at)
+        names.update((pk, name) for pk, name, _recent, _new in rows)
+        if delta_pks is None:
+            delta_pks, delta_dist = _delta(base, ref, rows, vector)
+        # Re-embedded since the build: the delta's vector wins. (Sets, not np.isin:
+        # on a few dozen items np.isin sorts, about five times the cost.)
+        visible = {row[0] for row in rows}.difference(delta_pks.tolist())
+        visible_found = np.fromiter((pk in visible for pk in found_pks.tolist()), dtype=bool, count=len(found_pks))  # (M,)
+        pks = np.concatenate([found_pks[visible_found], delta_pks])
+        dist = np.concatenate([found_dist[visible_found], delta_dist]).astype(np.float32)
+        order = np.lexsort((pks, dist))  # nearest first, ties by pk: stable across calls
+        pks, dist = pks[order], dist[order]
+        if max_distance is not None:
+            keep = dist <= max_distance
+            pks, dist = pks[keep], dist[keep]
+        exhausted = n >= ref.item_count or len(found_pks) < n
+        beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
+        if len(pks) >= want or exhausted or beyond:
+            return pks, dist, names
+        n = min(ref.item_count, n * 8)  # rare, so ask generously: the deeper the rank, the wider the pool must be
+
+
+def _delta(base, ref, rows, vector):
+    """Return (pks (R,), distances (R,)) of visible images the index does not hold.
+
+    Those embedded after the build read the table, plus any embedded shortly
+    before it whose transaction committed too late to be read.
+    """
+    recent = [(pk, new) for pk, _name, is_recent, new in rows if is_recent]
+    pks = np.array([pk for pk, _ in recent], dtype=np.int64)  # (R,)
+    if len(pks):
+        new = np.array([new for _, new in recent], dtype=bool)
+        pks = pks[new | ~index_contains(ref, pks)]
+    if not len(pks):
+        return pks, np.zeros(0, dtype=np.float32)
+    found = list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+    pks = np.array([pk for pk, _ in found], dtype=np.int64)  # (R,)
+    return pks, vectors.cosine_distances(vectors.matrix([e for _, e in found], len(vector)), vector)  # (R,)
+
+
+def _matches(gallery, pks, dist, offset, want, names=None):
+    """Turn ranked visible (pks, distances) into Match rows for the page [offset, want).
+
+    A result card shows an image's name and links by pk: Match.image is a
+    reads.ResultImage holding just those; `names` comes from the visibility query,
+    or is read here for an exact search.
+    """
+    page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist()))
+    if names is None:
+        names = dict(Image.objects.filter(pk__in=[pk for pk, _ in page]).values_list("pk", "original_name"))
+    # A row deleted between the ranking and the fetch is skipped, not an error.
+    return [
+        Match(image=reads.ResultImage(pk, names[pk], gallery.pk), distance=max(d, 0.0), rank=offset + r + 1)
+        for r, (pk, d) in enumerate(page)
+        if pk in names
+    ]
+
+
+def exact_scan(rows_qs, queries, k):
+    """Brute-force the k nearest rows of `rows_qs` to each query, scanning in chunks.
+
+    `queries` is (Q, D) float32. Returns (pks, distances), each (Q, <=k),
+    nearest first, ties by pk.
+    """
+    dim = queries.shape[1]
+    best_pks = np.zeros((len(queries), 0), dtype=np.int64)  # (Q, <=k)
+    best_dist = np.zeros((len(queries), 0), dtype=np.float32)  # (Q, <=k)
+    rows = rows_qs.order_by().values_list("pk", "embedding").iterator(chunk_size=EXACT_CHUNK)
+    while True:
+        chunk = list(islice(rows, EXACT_CHUNK))
+        if not chunk:
+            break
+        pks = np.array([pk for pk, _ in chunk], dtype=np.int64)  # (C,)
+        dist = vectors.cosine_distances(vectors.matrix([e for _, e in chunk], dim), queries)  # (Q, C)
+        all_pks = np.concatenate([best_pks, np.broadcast_to(pks, (len(queries), len(pks)))], axis=1)
+        all_dist = np.concatenate([best_dist, dist.astype(np.float32)], axis=1)
+        order = np.lexsort((all_pks, all_dist), axis=1)[:, :k]  # (Q, <=k)
+        best_pks = np.take_along_axis(all_pks, order, axis=1)
+        best_dist = np.take_along_axis(all_dist, order, axis=1)
+    return best_pks, best_dist
+
+
+def similar_images(*, user, image, k=None, offset=0, max_distance=None):
+    """Return the images of the same gallery nearest `image`, excluding itself."""
+    if image.embedding_state != EmbeddingState.READY:
+        return []
+    vec = _indexed_vector(image)
+    if vec is None:
+        vec = image.vector
+    if vec is None:
+        return []
+    return search_vector(
+        user=user, gallery=image.gallery, vector=vec, k=k, offset=offset, max_distance=max_distance, exclude_id=image.pk
+    )
+
+
+def _indexed_vector(image):
+    """Return the image's vector as its gallery's current index holds it, or None.
+
+    Saves reading the 2 KB embedding column (which PostgreSQL stores out of
+    line) on every "find similar". Only for an image embedded well before the
+    build read the table (SNAPSHOT_MARGIN), in the build's embedding version:
+    one embedded again since then is read from its row.
+    """
+    build = image.gallery.current_build()
+    if (
+        build is None
+        or image.embedded_at is None
+        or image.embedding_version != build.embedding_version
+        or image.embedded_at > build.snapshot_at - SNAPSHOT_MARGIN
+    ):
+        return None
+    try:
+        return index_vector(ref_for(build), image.pk)
+    except IndexUnavailable:
+        return None

@@ -1,0 +1,55 @@
+"""Writes: everything that changes galleries and images, or queues work.
+
+Functions are keyword-only and named <entity>_<action>. Work for the workers is
+queued through gallery.jobs on commit, so a worker never sees a row that was
+rolled back.
+"""
+
+from gallery.services.galleries import (
+    delete_files,
+    gallery_create,
+    gallery_delete,
+    gallery_rebuild_request,
+    gallery_update,
+)
+from gallery.services.indexing import gallery_rebuild_index, index_is_stale
+from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
+from gallery.services.uploads import (
+    UploadError,
+    UploadResult,
+    clean_filename,
+    image_create,
+    image_delete,
+    images_delete,
+    images_embed,
+    images_queue_embedding,
+    images_reconcile,
+    images_reembed,
+    images_retry,
+    images_upload,
+)
+
+__all__ = [
+    "UploadError",
+    "UploadResult",
+    "clean_filename",
+    "delete_files",
+    "gallery_create",
+    "gallery_delete",
+    "gallery_rebuild_index",
+    "gallery_rebuild_request",
+    "gallery_update",
+    "image_create",
+    "image_delete",
+    "image_moderate",
+    "images_autoflag",
+    "images_delete",
+    "images_embed",
+    "images_moderate",
+    "images_queue_embedding",
+    "images_reconcile",
+    "images_reembed",
+    "images_retry",
+    "images_upload",
+    "index_is_stale",
+]

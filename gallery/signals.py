@@ -1,0 +1,57 @@
+"""Signal receivers: the embed worker loads its model at start; settings changes reset process state."""
+
+import logging
+
+from celery.signals import worker_ready
+from django.core.signals import setting_changed
+
+from gallery import embedding, jobs
+from gallery.models import IndexBuild, SystemNotice
+from gallery.search import cache
+
+logger = logging.getLogger(__name__)
+
+# Settings whose change makes what a process has loaded or cached wrong.
+PROCESS_STATE_SETTINGS = {
+    "IMAGESEARCH_BACKBONE",
+    "IMAGESEARCH_VGG16_WEIGHTS",
+    "IMAGESEARCH_RANDOM_SEED",
+    "IMAGESEARCH_EMBED_BATCH_SIZE",
+    "IMAGESEARCH_INDEX_DIR",
+}
+
+
+def reset_process_state():
+    """Forget everything this process keeps between requests: the model, open indexes, cached builds, broker back-off."""
+    embedding.reset()
+    cache.evict()
+    IndexBuild.forget_cached()
+    jobs.reset()
+
+
+def _on_setting_changed(*, setting, **kwargs):
+    if setting in PROCESS_STATE_SETTINGS:
+        reset_process_state()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="gallery.reset_process_state")
+
+
+@worker_ready.connect(dispatch_uid="gallery.load_model_at_start")
+def load_model_at_start(sender, **kwargs):
+    """Load the model as a solo-pool embed worker starts, so a weights problem shows at once."""
+    # The sender is the worker's consumer; with a prefork pool the model must
+    # load in the child processes (TensorFlow does not survive a fork), so only
+    # a solo-pool worker loads it here.
+    task_consumer = getattr(sender, "task_consumer", None)
+    queues = {q.name for q in task_consumer.queues} if task_consumer is not None else set()
+    if "embed" not in queues or type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.solo":
+        return
+    try:
+        embedding.load()
+    except embedding.WeightsUnavailable as exc:
+        logger.error("%s Images wait in pending until this is fixed.", exc)
+        SystemNotice.post(SystemNotice.WEIGHTS, str(exc))
+    else:
+        SystemNotice.clear(SystemNotice.WEIGHTS)
+        logger.info("model loaded (%s)", embedding.version())
