@@ -170,14 +170,13 @@ def rss_run(n, data, tmp):
 
     Return (peak RSS MiB, seconds from import start to the last vector, import seconds).
     """
+    import redis
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
     from gallery.models import EmbeddingState, Image
     from tests import live
-
-    import redis
 
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     if broker.llen("embed"):
@@ -190,8 +189,24 @@ def rss_run(n, data, tmp):
     get_user_model().objects.create_user("bench-rss", password="bench-rss-pw")
     env = live.worker_env(tmp, IMAGESEARCH_VGG16_WEIGHTS=os.environ["IMAGESEARCH_VGG16_WEIGHTS"])
     env.update({k: os.environ[k] for k in ("IMAGESEARCH_EMBED_BATCH_SIZE",) if k in os.environ})
-    cmd = [sys.executable, "-m", "celery", "-A", "imagesearch", "worker", "--pool", "solo", "-Q", "embed",
-           "-n", "bench-embed@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "imagesearch",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        "embed",
+        "-n",
+        "bench-embed@%h",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     log = open(tmp / "worker.log", "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     samples = []
@@ -245,9 +260,11 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     subset = files[: args.limit]
     load = os.getloadavg()
-    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; python {platform.python_version()}; "
-          f"database {connection.vendor}; weights {settings.IMAGESEARCH_VGG16_WEIGHTS}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; python {platform.python_version()}; "
+        f"database {connection.vendor}; weights {settings.IMAGESEARCH_VGG16_WEIGHTS}"
+    )
     try:
         gflops = ceiling()
         ceil = gflops / VGG16_GFLOP
@@ -259,7 +276,9 @@ def main():
         gallery = services.gallery_create(owner=owner, title="bench")
         t = time.perf_counter()
         ids = store(subset, gallery, owner)
-        print(f"    upload (validate + thumbnail + store, not embedding): {len(ids) / (time.perf_counter() - t):.1f} images/s")
+        print(
+            f"    upload (validate + thumbnail + store, not embedding): {len(ids) / (time.perf_counter() - t):.1f} images/s"
+        )
         sizes = [settings.IMAGESEARCH_EMBED_BATCH_SIZE]
         warm_up(sizes)
         print(f"    embedding version {embedding.version()}, batch size {sizes[0]}")
@@ -289,8 +308,10 @@ def main():
         Gallery.objects.all().delete()
         if args.rss:
             peak, total, imported = rss_run(args.rss, args.data, tmp)
-            print(f"--rss: {args.rss} images imported in {imported:.0f}s, all embedded {total:.0f}s after the "
-                  f"import started ({args.rss / total:.2f} images/s); worker peak RSS {peak:.0f} MiB")
+            print(
+                f"--rss: {args.rss} images imported in {imported:.0f}s, all embedded {total:.0f}s after the "
+                f"import started ({args.rss / total:.2f} images/s); worker peak RSS {peak:.0f} MiB"
+            )
         load = os.getloadavg()
         print(f"load at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     finally:

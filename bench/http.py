@@ -78,8 +78,8 @@ def setup_gallery(items, fresh):
     from django.utils import timezone
 
     from gallery import embedding, services
-    from gallery.vectors import pack
     from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+    from gallery.vectors import pack
 
     call_command("migrate", verbosity=0)
     User = get_user_model()
@@ -98,10 +98,19 @@ def setup_gallery(items, fresh):
             Image.objects.bulk_create(
                 [
                     Image(
-                        gallery=gallery, file=f"images/bench/{start + i}.jpg", original_name=f"{start + i}.jpg",
-                        sha256=f"bench-{start + i}", width=224, height=224, byte_size=1, content_type="image/jpeg",
-                        embedding_state=EmbeddingState.READY, embedding=pack(v), embedding_version=version,
-                        embedded_at=at, moderation_state=ModerationState.APPROVED,
+                        gallery=gallery,
+                        file=f"images/bench/{start + i}.jpg",
+                        original_name=f"{start + i}.jpg",
+                        sha256=f"bench-{start + i}",
+                        width=224,
+                        height=224,
+                        byte_size=1,
+                        content_type="image/jpeg",
+                        embedding_state=EmbeddingState.READY,
+                        embedding=pack(v),
+                        embedding_version=version,
+                        embedded_at=at,
+                        moderation_state=ModerationState.APPROVED,
                     )
                     for i, v in enumerate(vecs[start : start + 2000])
                 ]
@@ -110,8 +119,10 @@ def setup_gallery(items, fresh):
     if not _index_usable(gallery, items):
         t = time.perf_counter()
         build = services.gallery_rebuild_index(gallery_id=gallery.pk)
-        print(f"rebuild from the database: {build.item_count:,} items, {build.n_trees} trees, {time.perf_counter() - t:.1f} s "
-              f"(index build {build.duration_seconds:.1f} s as recorded)")
+        print(
+            f"rebuild from the database: {build.item_count:,} items, {build.n_trees} trees, {time.perf_counter() - t:.1f} s "
+            f"(index build {build.duration_seconds:.1f} s as recorded)"
+        )
     from django.db import connection
 
     if connection.vendor == "postgresql":
@@ -216,7 +227,9 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
-        "--floor-duration", type=float, default=15.0,
+        "--floor-duration",
+        type=float,
+        default=15.0,
         help="then this many seconds of requests that stop before the search (404), for the ratio; 0 skips",
     )
     parser.add_argument("--fresh", action="store_true", help="recreate the gallery")
@@ -244,8 +257,16 @@ def main():
         return
 
     cmd = [
-        str(ROOT / ".venv/bin/gunicorn"), "imagesearch.wsgi", "--bind", f"127.0.0.1:{args.port}",
-        "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "warning",
+        str(ROOT / ".venv/bin/gunicorn"),
+        "imagesearch.wsgi",
+        "--bind",
+        f"127.0.0.1:{args.port}",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--log-level",
+        "warning",
     ]
     log = open(var / "gunicorn.log", "ab")
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -322,7 +343,9 @@ def main():
             client_cpu = time.process_time() - client_cpu
             ms = np.array(latencies) * 1e3
             print(f"{label}:")
-            print(f"  load (1/5/15 min) before {tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}")
+            print(
+                f"  load (1/5/15 min) before {tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in os.getloadavg())}"
+            )
             print(
                 f"  {len(ms)} requests, {args.clients} clients, {wall:.1f} s, {len(ms) / wall:.0f} req/s: "
                 f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
@@ -340,13 +363,19 @@ def main():
 
         p50 = phase(
             "find similar (GET /api/images/<random id>/similar, k = 12)",
-            lambda r: f"/api/images/{r.choice(pks)}/similar", (200, b'{"query": '), args.duration, args.requests,
+            lambda r: f"/api/images/{r.choice(pks)}/similar",
+            (200, b'{"query": '),
+            args.duration,
+            args.requests,
         )
         if args.floor_duration > 0:
             floor = phase(
                 "floor, the same clients and server (GET /api/images/0/similar: routing and one image read "
                 "that finds nothing, 404)",
-                lambda r: "/api/images/0/similar", (404, b'{"error": '), args.floor_duration, args.requests,
+                lambda r: "/api/images/0/similar",
+                (404, b'{"error": '),
+                args.floor_duration,
+                args.requests,
             )
             print(f"find similar p50 / floor p50: {p50 / floor:.2f}")
     finally:

@@ -75,8 +75,14 @@ class Report:
             errors = sum(1 for e in self.errors if e["kind"] == kind)
             if len(lat):
                 p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-                kinds[kind] = {"requests": len(lat), "errors": errors, "per_second": round(len(lat) / self.duration, 2),
-                               "p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
+                kinds[kind] = {
+                    "requests": len(lat),
+                    "errors": errors,
+                    "per_second": round(len(lat) / self.duration, 2),
+                    "p50_ms": round(float(p50), 1),
+                    "p95_ms": round(float(p95), 1),
+                    "p99_ms": round(float(p99), 1),
+                }
             else:
                 kinds[kind] = {"requests": 0, "errors": errors}
         return {
@@ -166,8 +172,9 @@ def _client_loop(client, slug, shared, rng, deadline, mix, think):
             time.sleep(think)
 
 
-def run(*, base_url, username, password, slugs, clients=16, duration=600.0, mix=None, think=0.0,
-        max_images=3000, seed=0):
+def run(
+    *, base_url, username, password, slugs, clients=16, duration=600.0, mix=None, think=0.0, max_images=3000, seed=0
+):
     """Run `clients` signed-in clients against `base_url` for `duration` seconds; return a Report."""
     from tests.live import HttpClient
 
@@ -251,12 +258,16 @@ def verify_findable(*, base_url, username, password, uploaded, workers=8):
 
 
 def _print_summary(summary):
-    print(f"\n{summary['clients']} clients, {summary['duration_s']} s: {summary['requests']} requests, "
-          f"{summary['requests_per_second']} req/s, {summary['errors']} errors, {summary['images_uploaded']} images uploaded")
+    print(
+        f"\n{summary['clients']} clients, {summary['duration_s']} s: {summary['requests']} requests, "
+        f"{summary['requests_per_second']} req/s, {summary['errors']} errors, {summary['images_uploaded']} images uploaded"
+    )
     print(f"{'kind':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for kind, k in summary["kinds"].items():
         if k["requests"]:
-            print(f"{kind:<8} {k['requests']:>8} {k['per_second']:>7} {k['p50_ms']:>8} {k['p95_ms']:>8} {k['p99_ms']:>8} {k['errors']:>6}")
+            print(
+                f"{kind:<8} {k['requests']:>8} {k['per_second']:>7} {k['p50_ms']:>8} {k['p95_ms']:>8} {k['p99_ms']:>8} {k['errors']:>6}"
+            )
     for sample in summary["error_samples"]:
         print("  error:", sample)
 
@@ -271,8 +282,12 @@ def main():
     parser.add_argument("--settle-timeout", type=float, default=1800.0, help="longest wait for the backlog, seconds")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
-    parser.add_argument("--verify-sample", type=int, default=0,
-                        help="check findability of this many random uploads (default 0: all; each check embeds one image)")
+    parser.add_argument(
+        "--verify-sample",
+        type=int,
+        default=0,
+        help="check findability of this many random uploads (default 0: all; each check embeds one image)",
+    )
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args()
 
@@ -312,9 +327,19 @@ def main():
     try:
         web.start()
         worker.start()
-        print(f"gunicorn {web.url} ({args.web_workers}x{args.web_threads}), worker up; {args.clients} clients for {args.duration:.0f} s")
-        report = run(base_url=web.url, username=user.username, password=password, slugs=slugs, clients=args.clients,
-                     duration=args.duration, think=args.think, max_images=args.max_images)
+        print(
+            f"gunicorn {web.url} ({args.web_workers}x{args.web_threads}), worker up; {args.clients} clients for {args.duration:.0f} s"
+        )
+        report = run(
+            base_url=web.url,
+            username=user.username,
+            password=password,
+            slugs=slugs,
+            clients=args.clients,
+            duration=args.duration,
+            think=args.think,
+            max_images=args.max_images,
+        )
         summary = report.summary()
         _print_summary(summary)
 
@@ -326,12 +351,19 @@ def main():
             checked = random.Random(0).sample(checked, args.verify_sample)
         started = time.monotonic()
         missing = verify_findable(base_url=web.url, username=user.username, password=password, uploaded=checked)
-        print(f"findable (own bytes ranked first): {len(checked) - len(missing)}/{len(checked)} checked "
-              f"of {len(report.uploaded)} uploaded, in {time.monotonic() - started:.0f} s")
+        print(
+            f"findable (own bytes ranked first): {len(checked) - len(missing)}/{len(checked)} checked "
+            f"of {len(report.uploaded)} uploaded, in {time.monotonic() - started:.0f} s"
+        )
         for m in missing[:10]:
             print("  not found:", m)
-        summary.update(ready=ready, settle_seconds=round(waited, 1), indexes_current=indexed,
-                       findable_checked=len(checked), not_findable=len(missing))
+        summary.update(
+            ready=ready,
+            settle_seconds=round(waited, 1),
+            indexes_current=indexed,
+            findable_checked=len(checked),
+            not_findable=len(missing),
+        )
     finally:
         worker.stop()
         web.stop()

@@ -136,7 +136,11 @@ def run_bounded(fn, timeout, *args):
         proc.kill()
     proc.join()
     if result is None:
-        result = {"error": f"not finished within {timeout:.0f} s (killed)" if proc.exitcode in (None, -9) else f"exit {proc.exitcode}"}
+        result = {
+            "error": f"not finished within {timeout:.0f} s (killed)"
+            if proc.exitcode in (None, -9)
+            else f"exit {proc.exitcode}"
+        }
     return result
 
 
@@ -186,19 +190,30 @@ def product(data, queries, truth, args):
         t = time.perf_counter()
         engine.index_search(ref, queries[0], CANDIDATES)  # verify checksum, mmap
         load_s = time.perf_counter() - t
-        result = _latencies(lambda q: engine.index_search(ref, q, CANDIDATES)[0] - 1, queries, truth, args.queries, args.max_seconds)
+        result = _latencies(
+            lambda q: engine.index_search(ref, q, CANDIDATES)[0] - 1, queries, truth, args.queries, args.max_seconds
+        )
         base_k = ann.search_k_for(built.n_trees, CANDIDATES, len(data))
         result["sweep"] = {}
         for factor in args.sweep:
             sk = int(base_k * factor)
             result["sweep"][sk] = _latencies(
-                lambda q: engine.index_search(ref, q, CANDIDATES, search_k=sk)[0] - 1, queries, truth,
-                args.sweep_queries, args.max_seconds,
+                lambda q: engine.index_search(ref, q, CANDIDATES, search_k=sk)[0] - 1,
+                queries,
+                truth,
+                args.sweep_queries,
+                args.max_seconds,
             )
         result.update(
-            build_s=build_s, build_cpu_s=build_cpu_s, load_s=load_s, n_trees=built.n_trees, size_mb=built.size_bytes / 2**20,
-            search_k=ann.search_k_for(built.n_trees, CANDIDATES, len(data)), on_disk=len(data) > ann.ON_DISK_BUILD_ITEMS,
-            index_dim=projection.INDEX_DIM, pool=ann.pool_for(CANDIDATES, len(data)),
+            build_s=build_s,
+            build_cpu_s=build_cpu_s,
+            load_s=load_s,
+            n_trees=built.n_trees,
+            size_mb=built.size_bytes / 2**20,
+            search_k=ann.search_k_for(built.n_trees, CANDIDATES, len(data)),
+            on_disk=len(data) > ann.ON_DISK_BUILD_ITEMS,
+            index_dim=projection.INDEX_DIM,
+            pool=ann.pool_for(CANDIDATES, len(data)),
         )
     return result
 
@@ -222,7 +237,11 @@ def ball_tree(data, queries, truth, args):
     nn = NearestNeighbors(n_neighbors=K, algorithm="ball_tree").fit(data)
     build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - c
     result = _latencies(
-        lambda q: nn.kneighbors(q[None, :], K, return_distance=False)[0], queries, truth, args.tree_queries, args.max_seconds
+        lambda q: nn.kneighbors(q[None, :], K, return_distance=False)[0],
+        queries,
+        truth,
+        args.tree_queries,
+        args.max_seconds,
     )
     result.update(build_s=build_s, build_cpu_s=build_cpu_s)
     return result
@@ -245,7 +264,9 @@ def main():
     parser.add_argument("--build-timeout", type=float, default=600.0, help="kill a method's child after this")
     parser.add_argument("--tree-timeout", type=float, default=300.0, help="bound for the ball tree's fit")
     parser.add_argument("--skip-tree-above", type=int, default=10**9, help="no ball tree past this many items")
-    parser.add_argument("--sweep", default="", help="also measure the product at these multiples of its search_k, e.g. 0.5,2,4")
+    parser.add_argument(
+        "--sweep", default="", help="also measure the product at these multiples of its search_k, e.g. 0.5,2,4"
+    )
     parser.add_argument("--sweep-queries", type=int, default=300)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
@@ -261,7 +282,9 @@ def main():
         data = clusters.sample(n, seed=1)  # (N, 512)
         queries = clusters.sample(args.queries, seed=2)  # (Q, 512) held out, same clusters
         truth = exact_top_k(data, queries, K)  # (Q, 10)
-        print(f"\n== {n:,} items, {clusters.n_clusters:,} clusters (data + ground truth {time.perf_counter() - t:.1f} s)")
+        print(
+            f"\n== {n:,} items, {clusters.n_clusters:,} clusters (data + ground truth {time.perf_counter() - t:.1f} s)"
+        )
         rows = {}
         for name, fn in (("product", product), ("numpy exact", numpy_exact), ("ball tree", ball_tree)):
             if name == "ball tree" and n > args.skip_tree_above:
@@ -281,8 +304,12 @@ def main():
         p, e, b = rows["product"], rows["numpy exact"], rows["ball tree"]
         if "error" not in p:
             for sk, r in p.get("sweep", {}).items():
-                print(f"  product at search_k={sk}: p50 {r['p50_ms']:.3f} ms (cpu {r['cpu_p50_ms']:.3f}) p99 {r['p99_ms']:.3f} ms recall@10 {r['recall']:.4f} ({r['queries']} queries)")
-            print(f"  product: index_dim={p['index_dim']} pool={p['pool']} n_trees={p['n_trees']} search_k={p['search_k']} on_disk_build={p['on_disk']} files {p['size_mb']:.0f} MB, first query (verify+mmap) {p['load_s']:.2f} s")
+                print(
+                    f"  product at search_k={sk}: p50 {r['p50_ms']:.3f} ms (cpu {r['cpu_p50_ms']:.3f}) p99 {r['p99_ms']:.3f} ms recall@10 {r['recall']:.4f} ({r['queries']} queries)"
+                )
+            print(
+                f"  product: index_dim={p['index_dim']} pool={p['pool']} n_trees={p['n_trees']} search_k={p['search_k']} on_disk_build={p['on_disk']} files {p['size_mb']:.0f} MB, first query (verify+mmap) {p['load_s']:.2f} s"
+            )
             for other_name, o in (("numpy exact", e), ("ball tree", b)):
                 if "error" not in o:
                     print(f"  ratio {other_name} p50 / product p50 = {o['p50_ms'] / p['p50_ms']:.1f}x")

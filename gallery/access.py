@@ -86,8 +86,11 @@ def public_images_sql(quote):
     """
     parts, params = [], []
     for state, unflagged in public_image_states():
-        parts.append(f"({quote('moderation_state')} = %s AND NOT {quote('flagged')})" if unflagged
-                     else f"{quote('moderation_state')} = %s")
+        parts.append(
+            f"({quote('moderation_state')} = %s AND NOT {quote('flagged')})"
+            if unflagged
+            else f"{quote('moderation_state')} = %s"
+        )
         params.append(state)
     return f"({' OR '.join(parts)})", params
 

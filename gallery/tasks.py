@@ -47,7 +47,13 @@ def rebuild_index(gallery_id):
         build = services.gallery_rebuild_index(gallery_id=gallery_id)
     if build is None:
         return None
-    logger.info("gallery %s: index v%d with %d items in %.2fs", gallery_id, build.version, build.item_count, build.duration_seconds)
+    logger.info(
+        "gallery %s: index v%d with %d items in %.2fs",
+        gallery_id,
+        build.version,
+        build.item_count,
+        build.duration_seconds,
+    )
     return build.version
 
 

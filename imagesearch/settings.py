@@ -129,7 +129,9 @@ def _quoted(raw, path, number, name):
             continue
         out.append(char)
         i += 1
-    raise ImproperlyConfigured(f"{path}:{number}: {name}: the quoted value has no closing {quote} (values are one line).")
+    raise ImproperlyConfigured(
+        f"{path}:{number}: {name}: the quoted value has no closing {quote} (values are one line)."
+    )
 
 
 def env_file_path():
@@ -464,4 +466,6 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY", False) else None
+    SECURE_PROXY_SSL_HEADER = (
+        ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY", False) else None
+    )

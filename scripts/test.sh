@@ -21,6 +21,8 @@
 # (tests/imagegen.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A developer's .env never reaches the tests: every value the suite depends on is set here or by the tests.
+export IMAGESEARCH_ENV_FILE=/dev/null
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production}"
 export DJANGO_DEBUG=0
 export IMAGESEARCH_VGG16_WEIGHTS=none

@@ -29,6 +29,20 @@ def isolated_files(settings, tmp_path):
     reset_process_state()
 
 
+REAL_MODEL_MARKERS = {"model", "integration"}
+
+
+@pytest.fixture(autouse=True)
+def backbone(request, settings):
+    """Unit tests embed with tests.fake_backbone (no TensorFlow); tests marked `model` or
+    `integration` run the real VGG16 with seeded random weights, as the workers they talk to do."""
+    if REAL_MODEL_MARKERS.isdisjoint(m.name for m in request.node.iter_markers()):
+        settings.IMAGESEARCH_BACKBONE = "tests.fake_backbone.FakeBackbone"
+    from gallery.embedding import backbones
+
+    return backbones.active()
+
+
 @pytest.fixture
 def queued(monkeypatch):
     """Capture the image ids that would be sent to the broker (the broker is not under test)."""

@@ -28,7 +28,9 @@ def require_redis():
     started, or the Redis an explicit TEST_REDIS_URL names."""
     url = settings.CELERY_BROKER_URL
     if url != redis_broker.broker_url():
-        raise AssertionError(f"the broker in the settings ({url}) is not the test session's ({redis_broker.broker_url()})")
+        raise AssertionError(
+            f"the broker in the settings ({url}) is not the test session's ({redis_broker.broker_url()})"
+        )
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.exceptions.ConnectionError as exc:
@@ -123,9 +125,22 @@ class Worker(_Process):
 
     def start(self):
         cmd = [
-            sys.executable, "-m", "celery", "-A", "imagesearch", "worker",
-            "--pool", "solo", "-Q", "embed,index,default", "-n", f"{self.name}@%h",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "imagesearch",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "embed,index,default",
+            "-n",
+            f"{self.name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
         ]
         if self.beat:
             cmd += ["-B", "--schedule", str(self.tmp_path / f"beat-{self.name}")]
@@ -141,7 +156,9 @@ def wait_for(predicate, timeout, interval=0.5, message="condition", worker=None)
         if value:
             return value
         if worker is not None and worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited ({worker.proc.returncode}) while waiting for {message}:\n{worker.output()[-4000:]}")
+            raise AssertionError(
+                f"worker exited ({worker.proc.returncode}) while waiting for {message}:\n{worker.output()[-4000:]}"
+            )
         time.sleep(interval)
     log = worker.output()[-4000:] if worker else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {message}\n{log}")
@@ -247,11 +264,24 @@ class Web(_Process):
         # DEBUG is off, as in production: pages need the hashed static manifest.
         subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
-            cwd=ROOT, env=self.env, check=True, capture_output=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
         cmd = [
-            sys.executable, "-m", "gunicorn", "imagesearch.wsgi", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "imagesearch.wsgi",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--timeout",
+            "120",
         ]
         self._spawn(cmd)
         wait_for(self._answers, timeout=90, interval=0.3, message="gunicorn to answer", worker=self)

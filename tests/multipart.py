@@ -9,9 +9,7 @@ def encode(files, field="images", fields=None):
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in (fields or {}).items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for filename, data, content_type in files:
         quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
         head = (

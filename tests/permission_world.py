@@ -16,10 +16,20 @@ SPEC = [
     # (gallery key, image name, bytes factory, moderation state)
     ("private", "priv-approved.jpg", lambda: imagegen.jpeg(10), ModerationState.APPROVED),
     ("private", "priv-pending.jpg", lambda: imagegen.jpeg(11), ModerationState.PENDING),
-    ("private", "priv-rejected.jpg", lambda: imagegen.encode(imagegen.near_duplicate(imagegen.scene(10), 1)), ModerationState.REJECTED),
+    (
+        "private",
+        "priv-rejected.jpg",
+        lambda: imagegen.encode(imagegen.near_duplicate(imagegen.scene(10), 1)),
+        ModerationState.REJECTED,
+    ),
     ("public", "pub-approved.jpg", lambda: imagegen.jpeg(20), ModerationState.APPROVED),
     ("public", "pub-pending.jpg", lambda: imagegen.jpeg(21), ModerationState.PENDING),
-    ("public", "pub-rejected.jpg", lambda: imagegen.encode(imagegen.near_duplicate(imagegen.scene(20), 1)), ModerationState.REJECTED),
+    (
+        "public",
+        "pub-rejected.jpg",
+        lambda: imagegen.encode(imagegen.near_duplicate(imagegen.scene(20), 1)),
+        ModerationState.REJECTED,
+    ),
     ("theirs", "their-approved.jpg", lambda: imagegen.jpeg(30), ModerationState.APPROVED),
 ]
 

@@ -47,8 +47,19 @@ SUITE_KEY_PATTERNS = tuple(
 def server_command(binary, port, directory):
     """The redis-server command line of a private, non-persistent server on 127.0.0.1:port."""
     return [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", str(directory), "--logfile", str(Path(directory) / "redis.log"),
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--logfile",
+        str(Path(directory) / "redis.log"),
     ]
 
 
@@ -103,7 +114,9 @@ class SessionRedis:
             self.port = _free_port()
             self.proc = subprocess.Popen(
                 server_command(self.binary, self.port, self.dir),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches pytest, which stops the server after the teardowns
                 preexec_fn=_die_with_parent,
             )

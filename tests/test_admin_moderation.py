@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gallery import selectors, services
-from gallery.search import engine, store
 from gallery.models import Gallery, Image, ModerationEvent, ModerationState
+from gallery.search import engine, store
 from tests import imagegen, live
 
 pytestmark = pytest.mark.django_db
@@ -128,7 +128,11 @@ def test_the_change_page_panel_decides_and_opens_the_next_pending_image(staff_cl
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:gallery_moderationqueueitem_change", args=[second.pk])
     first.refresh_from_db()
-    assert (first.moderation_state, first.moderation_note, first.moderated_by) == ("rejected", "Blurry duplicate", staff)
+    assert (first.moderation_state, first.moderation_note, first.moderated_by) == (
+        "rejected",
+        "Blurry duplicate",
+        staff,
+    )
 
     response = staff_client.post(
         reverse("admin:gallery_moderationqueueitem_moderate", args=[second.pk]), {"decision": "approve", "next": "1"}
@@ -146,7 +150,9 @@ def test_a_user_without_staff_rights_cannot_moderate(client, other, gallery):
     assert image.moderation_state == ModerationState.PENDING
 
 
-def test_bulk_delete_removes_the_images_and_their_stored_files(staff_client, gallery, django_capture_on_commit_callbacks):
+def test_bulk_delete_removes_the_images_and_their_stored_files(
+    staff_client, gallery, django_capture_on_commit_callbacks
+):
     images = [upload(gallery, f"d{i}.jpg", imagegen.jpeg(20 + i)) for i in range(3)]
     names = [n for img in images for n in (img.file.name, img.thumbnail.name)]
     assert all(default_storage.exists(n) for n in names)
@@ -245,6 +251,7 @@ def test_the_gallery_admin_shows_counts_by_state_and_index_status(staff_client, 
     assert "stale: a rebuild is due" in change
 
 
+@pytest.mark.integration
 def test_rebuild_index_now_puts_a_rebuild_on_the_broker(staff_client, gallery, django_capture_on_commit_callbacks):
     import redis
     from django.conf import settings

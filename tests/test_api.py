@@ -49,10 +49,18 @@ def similar(client, pk, **extra):
 @pytest.mark.parametrize(
     "persona, gallery, status",
     [
-        ("owner", "private", 200), ("owner", "public", 200), ("owner", "theirs", 404),
-        ("other", "private", 404), ("other", "public", 200), ("other", "theirs", 200),
-        ("anonymous", "private", 404), ("anonymous", "public", 200), ("anonymous", "theirs", 404),
-        ("staff", "private", 200), ("staff", "public", 200), ("staff", "theirs", 200),
+        ("owner", "private", 200),
+        ("owner", "public", 200),
+        ("owner", "theirs", 404),
+        ("other", "private", 404),
+        ("other", "public", 200),
+        ("other", "theirs", 200),
+        ("anonymous", "private", 404),
+        ("anonymous", "public", 200),
+        ("anonymous", "theirs", 404),
+        ("staff", "private", 200),
+        ("staff", "public", 200),
+        ("staff", "theirs", 200),
     ],
 )
 def test_similar_and_status_answer_like_the_pages(client, world, owner, other, staff, persona, gallery, status):
@@ -150,7 +158,14 @@ def test_basic_auth_opens_the_owners_private_gallery(client, world, owner):
     assert response.status_code == 200 and len(response.json()["results"]) == 12
 
 
-@pytest.mark.parametrize("header", ["Basic " + base64.b64encode(b"owner:wrong").decode(), "Basic %%%notbase64", "Basic " + base64.b64encode(b"\xff\xfe").decode()])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic " + base64.b64encode(b"owner:wrong").decode(),
+        "Basic %%%notbase64",
+        "Basic " + base64.b64encode(b"\xff\xfe").decode(),
+    ],
+)
 def test_bad_basic_credentials_are_a_401_not_a_silent_anonymous_view(client, world, header):
     response = similar(client, world["images"]["public"][0].pk, HTTP_AUTHORIZATION=header)
     assert response.status_code == 401
@@ -197,7 +212,9 @@ def test_search_rejects_a_file_that_is_not_an_image(client, world, owner):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     response = client.post(
-        reverse("api_search", args=["private"]), {"image": SimpleUploadedFile("x.jpg", b"not an image", "image/jpeg")}, **basic(owner)
+        reverse("api_search", args=["private"]),
+        {"image": SimpleUploadedFile("x.jpg", b"not an image", "image/jpeg")},
+        **basic(owner),
     )
     assert response.status_code == 400 and "error" in response.json()
 
@@ -227,5 +244,7 @@ def test_the_owner_uploads_with_basic_auth(client, world, owner, jpeg):
 
 
 def test_the_wrong_method_is_a_405(client, world, owner):
-    assert client.post(reverse("api_similar", args=[world["images"]["public"][0].pk]), **basic(owner)).status_code == 405
+    assert (
+        client.post(reverse("api_similar", args=[world["images"]["public"][0].pk]), **basic(owner)).status_code == 405
+    )
     assert client.get(reverse("api_search", args=["public"])).status_code == 405

@@ -102,7 +102,9 @@ def test_the_queue_shows_the_flag_reason_and_filters_on_it(settings, client, sta
     assert copy.flag_reason in change
 
 
-def test_a_flagged_upload_waits_for_a_moderator_even_under_post_moderation(settings, client, other, staff, gallery, rejected):
+def test_a_flagged_upload_waits_for_a_moderator_even_under_post_moderation(
+    settings, client, other, staff, gallery, rejected
+):
     settings.IMAGESEARCH_AUTOFLAG_DISTANCE = THRESHOLD
     settings.IMAGESEARCH_MODERATION = "post"
     copy = add(gallery, "sneaky.jpg", near_copy(70, 1))

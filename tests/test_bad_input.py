@@ -183,7 +183,11 @@ CASES = {
     "animated-gif": ("moving.gif", _animated_gif(), ("added", _check_first_frame)),
     "cmyk-jpeg": ("print.jpg", _cmyk_jpeg(), ("added", _check_rgb_thumbnail((255, 0, 0)))),
     "16-bit-png": ("deep.png", _png16(), ("added", _check_png16)),
-    "palette-png-with-transparency": ("logo.png", _palette_png_with_transparency(), ("added", _check_transparency_on_white)),
+    "palette-png-with-transparency": (
+        "logo.png",
+        _palette_png_with_transparency(),
+        ("added", _check_transparency_on_white),
+    ),
     "grayscale": ("grey.jpg", imagegen.encode(_solid(128, mode="L")), ("added", _check_rgb_thumbnail((128, 128, 128)))),
     "exif-rotated": ("phone.jpg", _exif_rotated_jpeg(), ("added", _check_upright)),
     "webp": ("modern.webp", imagegen.encode(imagegen.scene(21), "WEBP"), ("added", _check_type("image/webp"))),
@@ -192,7 +196,11 @@ CASES = {
     "jpeg-named-txt": ("photo.txt", imagegen.jpeg(23), ("added", _check_type("image/jpeg"))),
     "path-traversal-name": ("../../x.jpg", imagegen.jpeg(24), ("added", _check_name("x.jpg"))),
     "windows-traversal-name": ("..\\..\\windows\\y.jpg", imagegen.jpeg(25), ("added", _check_name("y.jpg"))),
-    "control-characters-name": ("be\x07ll\x1b[31m\x7f\u202eevil.jpg", imagegen.jpeg(26), ("added", _check_name("bell[31mevil.jpg"))),
+    "control-characters-name": (
+        "be\x07ll\x1b[31m\x7f\u202eevil.jpg",
+        imagegen.jpeg(26),
+        ("added", _check_name("bell[31mevil.jpg")),
+    ),
     "emoji-name": ("sunset 🌅 à la plage.jpg", imagegen.jpeg(27), ("added", _check_name("sunset 🌅 à la plage.jpg"))),
     # Django keeps the last 255 characters' worth, extension included.
     "300-character-name": (LONG_STEM + ".jpg", imagegen.jpeg(28), ("added", _check_name("a" * 251 + ".jpg"))),
@@ -231,7 +239,9 @@ def _good_file():
 
 @pytest.mark.parametrize("route", ["page", "api"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_each_bad_or_odd_file_gets_its_own_answer_and_the_good_file_lands(client, owner, gallery, isolated_files, route, case):
+def test_each_bad_or_odd_file_gets_its_own_answer_and_the_good_file_lands(
+    client, owner, gallery, isolated_files, route, case
+):
     sent_name, data, (expected, detail) = CASES[case]
     client.force_login(owner)
     # The client's content type is a lie on purpose: the server must not care.
@@ -265,7 +275,9 @@ def test_each_bad_or_odd_file_gets_its_own_answer_and_the_good_file_lands(client
 
 
 @pytest.mark.parametrize("route", ["page", "api"])
-def test_a_file_over_the_size_limit_is_refused_with_the_limit_and_the_rest_land(client, owner, gallery, settings, isolated_files, route):
+def test_a_file_over_the_size_limit_is_refused_with_the_limit_and_the_rest_land(
+    client, owner, gallery, settings, isolated_files, route
+):
     settings.IMAGESEARCH_MAX_UPLOAD_BYTES = 1024 * 1024
     big = _png(PILImage.fromarray(np.random.default_rng(3).integers(0, 256, (700, 700, 3), dtype=np.uint8)))
     assert len(big) > 1024 * 1024
@@ -282,7 +294,9 @@ def test_a_file_over_the_size_limit_is_refused_with_the_limit_and_the_rest_land(
 
 
 @pytest.mark.parametrize("route", ["page", "api"])
-def test_more_files_than_the_request_limit_is_refused_whole_with_the_limit(client, owner, gallery, settings, isolated_files, route):
+def test_more_files_than_the_request_limit_is_refused_whole_with_the_limit(
+    client, owner, gallery, settings, isolated_files, route
+):
     # Django counts files while parsing the body, before any view runs; the
     # whole request is refused with the limit in the message and nothing is stored.
     settings.IMAGESEARCH_MAX_FILES_PER_REQUEST = 3
@@ -299,7 +313,9 @@ def test_more_files_than_the_request_limit_is_refused_whole_with_the_limit(clien
     assert _stored_files(isolated_files) == []
 
 
-def test_a_request_larger_than_the_request_limit_is_refused_before_it_is_read(client, owner, gallery, settings, isolated_files):
+def test_a_request_larger_than_the_request_limit_is_refused_before_it_is_read(
+    client, owner, gallery, settings, isolated_files
+):
     settings.IMAGESEARCH_MAX_REQUEST_BYTES = 64 * 1024
     client.force_login(owner)
     files = [(f"s{i}.jpg", imagegen.jpeg(50 + i, size=(640, 480)), "image/jpeg") for i in range(3)]

@@ -15,7 +15,13 @@ def variables_read_by_settings():
 
 def test_settings_read_the_variables_this_test_knows_how_to_find():
     names = variables_read_by_settings()
-    assert {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "IMAGESEARCH_VGG16_WEIGHTS", "AWS_S3_REGION_NAME"} <= names
+    assert {
+        "DJANGO_SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "IMAGESEARCH_VGG16_WEIGHTS",
+        "AWS_S3_REGION_NAME",
+    } <= names
 
 
 def test_every_variable_is_in_the_readme_and_env_example():

@@ -21,7 +21,9 @@ def test_uploads_are_embedded_indexed_and_near_duplicates_found_first(client, ow
 
     original = imagegen.scene(3)
     files = [SimpleUploadedFile(f"scene-{s}.jpg", imagegen.jpeg(s), "image/jpeg") for s in (0, 1, 2, 3, 4, 5)]
-    files.append(SimpleUploadedFile("scene-3-copy.jpg", imagegen.encode(imagegen.near_duplicate(original, 1)), "image/jpeg"))
+    files.append(
+        SimpleUploadedFile("scene-3-copy.jpg", imagegen.encode(imagegen.near_duplicate(original, 1)), "image/jpeg")
+    )
     files.append(SimpleUploadedFile("notes.jpg", b"these are not image bytes", "image/jpeg"))
     response = client.post(
         reverse("gallery_upload", args=[gallery.slug]), {"images": files}, HTTP_ACCEPT="application/json"
@@ -37,11 +39,15 @@ def test_uploads_are_embedded_indexed_and_near_duplicates_found_first(client, ow
     with live.Worker(tmp_path) as worker:
         live.wait_for(
             lambda: Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).count() == 7,
-            timeout=240, message="7 images embedded", worker=worker,
+            timeout=240,
+            message="7 images embedded",
+            worker=worker,
         )
         build = live.wait_for(
             lambda: IndexBuild.objects.filter(gallery=gallery, status="ready", item_count=7).first(),
-            timeout=60, message="an index build with 7 items", worker=worker,
+            timeout=60,
+            message="an index build with 7 items",
+            worker=worker,
         )
     assert (tmp_path / "index" / str(gallery.pk) / f"v{build.version:06d}.ann").is_file()
     vectors = [img.vector for img in Image.objects.filter(gallery=gallery)]

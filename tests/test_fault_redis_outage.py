@@ -65,11 +65,17 @@ def test_images_uploaded_while_redis_is_down_wait_in_pending_and_all_become_read
         broker.start()  # same port, empty: every task queued before the outage is gone too
         live.wait_for(
             lambda: Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).count() == 200,
-            timeout=600, interval=2, message="all 200 images ready after the outage", worker=worker,
+            timeout=600,
+            interval=2,
+            message="all 200 images ready after the outage",
+            worker=worker,
         )
         live.wait_for(
             lambda: IndexBuild.objects.filter(gallery=gallery, status="ready", item_count=200).exists(),
-            timeout=120, interval=1, message="an index build with all 200 images", worker=worker,
+            timeout=120,
+            interval=1,
+            message="an index build with all 200 images",
+            worker=worker,
         )
     finally:
         worker.stop()

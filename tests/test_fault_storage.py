@@ -96,7 +96,9 @@ def test_a_disk_that_fills_up_mid_write_leaves_no_row_and_no_partial_file(client
 
 
 @pytest.mark.parametrize("route", ["page", "api"])
-def test_when_the_original_is_stored_but_the_thumbnail_cannot_be_nothing_half_made_remains(client, owner, small_disk, route):
+def test_when_the_original_is_stored_but_the_thumbnail_cannot_be_nothing_half_made_remains(
+    client, owner, small_disk, route
+):
     gallery = services.gallery_create(owner=owner, title="Full disk")
     client.force_login(owner)
     data = _noise_png(2, 160)  # ~75 KB original; its JPEG thumbnail is ~20 KB more

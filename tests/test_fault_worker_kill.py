@@ -35,7 +35,9 @@ def test_a_worker_killed_mid_batch_three_times_loses_nothing_and_embeds_each_ima
     gallery = services.gallery_create(owner=owner, title="Crashes")
     client.force_login(owner)
     for start in range(0, N, 40):
-        files = [SimpleUploadedFile(f"k{s}.jpg", imagegen.jpeg(1000 + s, size=(160, 120))) for s in range(start, start + 40)]
+        files = [
+            SimpleUploadedFile(f"k{s}.jpg", imagegen.jpeg(1000 + s, size=(160, 120))) for s in range(start, start + 40)
+        ]
         response = client.post(reverse("api_upload", args=[gallery.slug]), {"images": files})
         assert [r["status"] for r in response.json()["results"]] == ["added"] * 40
     ids = set(Image.objects.filter(gallery=gallery).values_list("pk", flat=True))
@@ -52,9 +54,14 @@ def test_a_worker_killed_mid_batch_three_times_loses_nothing_and_embeds_each_ima
             floor = len(_ready())
             # Mid-batch: at least one batch written by this worker and another one claimed.
             live.wait_for(
-                lambda: len(_ready()) > floor
-                and Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.PROCESSING).exists(),
-                timeout=300, interval=0.2, message=f"worker {round_} in the middle of a batch", worker=worker,
+                lambda: (
+                    len(_ready()) > floor
+                    and Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.PROCESSING).exists()
+                ),
+                timeout=300,
+                interval=0.2,
+                message=f"worker {round_} in the middle of a batch",
+                worker=worker,
             )
             worker.kill()
             in_flight = Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.PROCESSING).count()
@@ -66,18 +73,27 @@ def test_a_worker_killed_mid_batch_three_times_loses_nothing_and_embeds_each_ima
         workers.append(last)
         live.wait_for(
             lambda: Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).count() == N,
-            timeout=600, interval=1, message=f"all {N} images ready", worker=last,
+            timeout=600,
+            interval=1,
+            message=f"all {N} images ready",
+            worker=last,
         )
         live.wait_for(
             lambda: IndexBuild.objects.filter(gallery=gallery, status="ready", item_count=N).exists(),
-            timeout=120, interval=1, message=f"an index build with {N} items", worker=last,
+            timeout=120,
+            interval=1,
+            message=f"an index build with {N} items",
+            worker=last,
         )
     finally:
         for worker in workers:
             worker.stop()
 
     assert Image.objects.filter(gallery=gallery).count() == N
-    assert set(Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).values_list("pk", flat=True)) == ids
+    assert (
+        set(Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).values_list("pk", flat=True))
+        == ids
+    )
 
     writes = [int(pk) for w in workers for line in STORED.findall(w.output()) for pk in line.split(",") if pk]
     assert sorted(writes) == sorted(ids), "each image's vector was stored exactly once across all workers"

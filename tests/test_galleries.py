@@ -12,7 +12,9 @@ pytestmark = pytest.mark.django_db
 def test_a_signed_in_user_creates_a_gallery_with_a_unique_slug(client, owner):
     client.force_login(owner)
     for _ in range(2):
-        response = client.post(reverse("gallery_create"), {"title": "Beach Photos", "description": "", "visibility": "private"})
+        response = client.post(
+            reverse("gallery_create"), {"title": "Beach Photos", "description": "", "visibility": "private"}
+        )
         assert response.status_code == 302
     slugs = sorted(Gallery.objects.filter(owner=owner).values_list("slug", flat=True))
     assert slugs == ["beach-photos", "beach-photos-2"]
@@ -27,7 +29,9 @@ def test_anonymous_visitors_are_sent_to_log_in_to_create(client):
 def test_the_owner_edits_and_deletes_a_gallery(client, owner):
     gallery = services.gallery_create(owner=owner, title="Old title")
     client.force_login(owner)
-    response = client.post(reverse("gallery_edit", args=[gallery.slug]), {"title": "New title", "description": "d", "visibility": "public"})
+    response = client.post(
+        reverse("gallery_edit", args=[gallery.slug]), {"title": "New title", "description": "d", "visibility": "public"}
+    )
     assert response.status_code == 302
     gallery.refresh_from_db()
     assert (gallery.title, gallery.visibility) == ("New title", "public")
@@ -72,7 +76,8 @@ def test_home_lists_my_galleries_and_public_ones_but_not_others_private(client, 
 
 def test_signing_up_logs_the_new_user_in(client):
     response = client.post(
-        reverse("signup"), {"username": "newbie", "password1": "a-long-passphrase-7", "password2": "a-long-passphrase-7"}
+        reverse("signup"),
+        {"username": "newbie", "password1": "a-long-passphrase-7", "password2": "a-long-passphrase-7"},
     )
     assert response.status_code == 302
     assert client.get(reverse("gallery_create")).status_code == 200

@@ -153,11 +153,15 @@ DRAFT_TOLERANCE = 1e-5
 def test_draft_decoding_gives_the_same_vector_as_full_decoding(size):
     scene = imagegen.scene(0, size)
     data = imagegen.encode(scene, "JPEG", quality=92)
-    draft, full = imaging.model_input(size=224, data=data, draft=True), imaging.model_input(size=224, data=data, draft=False)
+    draft, full = (
+        imaging.model_input(size=224, data=data, draft=True),
+        imaging.model_input(size=224, data=data, draft=False),
+    )
     assert np.abs(draft - full).mean() < 1.0  # pixel values 0..255
-    other = imaging.model_input(size=224, data=imagegen.encode(imagegen.near_duplicate(scene, 1), "JPEG", quality=92), draft=False)
+    other = imaging.model_input(
+        size=224, data=imagegen.encode(imagegen.near_duplicate(scene, 1), "JPEG", quality=92), draft=False
+    )
     v = embedding.embed_batch([draft, full, other])  # (3, 512)
     draft_distance = 1.0 - float(v[0] @ v[1])
     assert draft_distance < DRAFT_TOLERANCE
     assert draft_distance < (1.0 - float(v[1] @ v[2])) / 10
-

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from gallery import search, tasks
-from gallery.search import cache, store
 from gallery.models import Gallery
+from gallery.search import cache, store
 from tests import live, vectors
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,9 @@ def _paths(build):
 
 
 def _exact(gallery, vec, exclude=None, k=10):
-    return search.exact_search(gallery=gallery, vectors=vec[None, :], k=k, exclude_ids=[exclude] if exclude else None)[0]
+    return search.exact_search(gallery=gallery, vectors=vec[None, :], k=k, exclude_ids=[exclude] if exclude else None)[
+        0
+    ]
 
 
 def _corrupt_middle(path):
@@ -76,6 +78,7 @@ def test_the_page_still_answers_with_a_corrupt_index(built, client, owner):
     assert [r["id"] for r in response.json()["results"]] == _exact(gallery, vecs[0], exclude=images[0].pk, k=12)
 
 
+@pytest.mark.integration
 def test_the_queued_rebuild_heals_the_index(built, owner):
     live.require_redis()
     gallery, images, vecs, build = built
@@ -108,8 +111,17 @@ def test_a_corrupt_index_cannot_crash_another_process(built, tmp_path):
         "try:\n    engine.index_search(ref, np.ones(512, dtype=np.float32) / np.sqrt(512), 10)\n"
         "except store.IndexUnavailable as exc:\n    print('unavailable:', exc)\n"
     )
-    args = [str(tmp_path / "index"), str(build.gallery_id), str(build.version), build.checksum, str(build.n_trees), str(build.item_count)]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=live.ROOT)
+    args = [
+        str(tmp_path / "index"),
+        str(build.gallery_id),
+        str(build.version),
+        build.checksum,
+        str(build.n_trees),
+        str(build.item_count),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=live.ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "does not match its checksum" in proc.stdout
 

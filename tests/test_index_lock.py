@@ -6,11 +6,11 @@ import threading
 import pytest
 from django.db import connection
 
-from gallery import locks, services, tasks
+from gallery import locks, tasks
 from gallery.models import Gallery, IndexBuild
 from tests import live, vectors
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
 @pytest.fixture
@@ -58,7 +58,8 @@ def test_builds_that_do_run_one_after_another_do_not_overlap_in_time(gallery):
         Gallery.objects.filter(pk=gallery.pk).update(index_dirty=True)
         tasks.rebuild_index.run(gallery.pk)
     spans = sorted(
-        (b.built_at.timestamp() - b.duration_seconds, b.built_at.timestamp()) for b in IndexBuild.objects.filter(gallery=gallery)
+        (b.built_at.timestamp() - b.duration_seconds, b.built_at.timestamp())
+        for b in IndexBuild.objects.filter(gallery=gallery)
     )
     assert len(spans) == 2 and spans[0][1] <= spans[1][0]
 

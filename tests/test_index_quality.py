@@ -9,8 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gallery import search, services
-from gallery.search import ann, cache, engine, store
 from gallery.models import Gallery
+from gallery.search import ann, cache, engine, store
 from tests import vectors
 
 pytestmark = pytest.mark.django_db

@@ -22,8 +22,14 @@ def test_four_clients_for_thirty_seconds_get_no_errors_and_every_upload_ends_rea
     slugs = [services.gallery_create(owner=owner, title=f"Load {i}").slug for i in range(2)]
     with live.Web(tmp_path) as web, live.Worker(tmp_path) as worker:
         report = load.run(
-            base_url=web.url, username="owner", password="pw-owner-123", slugs=slugs,
-            clients=4, duration=30, max_images=40, seed=1,
+            base_url=web.url,
+            username="owner",
+            password="pw-owner-123",
+            slugs=slugs,
+            clients=4,
+            duration=30,
+            max_images=40,
+            seed=1,
         )
         summary = report.summary()
         print(summary)

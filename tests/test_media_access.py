@@ -95,6 +95,7 @@ BUCKET = "imagesearch-media-test"
 @pytest.fixture
 def s3(settings, monkeypatch):
     import moto
+
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

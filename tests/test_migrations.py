@@ -76,14 +76,17 @@ def test_signed_in_sessions_carry_over_with_their_user():
     for store in (signed_in, anonymous, expired):
         store.save()  # Django's own table: what an installation before the upgrade has
     old_sessions.objects.filter(session_key=expired.session_key).update(expire_date=timezone.now())
-    forged = old_sessions.objects.create(session_key="x" * 32, session_data="not-signed", expire_date=signed_in.get_expiry_date())
+    forged = old_sessions.objects.create(
+        session_key="x" * 32, session_data="not-signed", expire_date=signed_in.get_expiry_date()
+    )
 
     Session = _migrate("0006_session_with_user").get_model("gallery", "Session")
     users = dict(Session.objects.values_list("session_key", "user_id"))
     assert users == {signed_in.session_key: owner.pk, anonymous.session_key: None, forged.session_key: None}
-    assert Session.objects.get(session_key=signed_in.session_key).session_data == old_sessions.objects.get(
-        session_key=signed_in.session_key
-    ).session_data
+    assert (
+        Session.objects.get(session_key=signed_in.session_key).session_data
+        == old_sessions.objects.get(session_key=signed_in.session_key).session_data
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -106,17 +109,23 @@ def test_sessions_move_back_to_djangos_table_and_stay_signed_in():
     Session = apps.get_model("gallery", "Session")
     store = DjangoSessionStore()
     expires = timezone.now() + timedelta(days=1)
-    signed = {"_auth_user_id": str(owner.pk), "_auth_user_hash": get_user_model().objects.get(pk=owner.pk).get_session_auth_hash()}
+    signed = {
+        "_auth_user_id": str(owner.pk),
+        "_auth_user_hash": get_user_model().objects.get(pk=owner.pk).get_session_auth_hash(),
+    }
 
     def row(key, data, expire_date=expires):
-        Session.objects.create(session_key=key, session_data=store.encode(data), expire_date=expire_date, user_id=owner.pk)
+        Session.objects.create(
+            session_key=key, session_data=store.encode(data), expire_date=expire_date, user_id=owner.pk
+        )
 
     row("a" * 32, {**signed, "_auth_user_backend": "gallery.auth.ModelBackend"})
     row("b" * 32, {**signed, "_auth_user_backend": "django.contrib.auth.backends.ModelBackend"})
     row("c" * 32, signed, expire_date=timezone.now() - timedelta(seconds=1))
     # Left in Django's table from before 0006 and signed out since: must not come back.
-    DjangoSession.objects.create(session_key="d" * 32, session_data=store.encode({"_auth_user_id": str(owner.pk)}),
-                                 expire_date=expires)
+    DjangoSession.objects.create(
+        session_key="d" * 32, session_data=store.encode({"_auth_user_id": str(owner.pk)}), expire_date=expires
+    )
 
     _migrate("0007_sessions_back_to_django")
     assert set(DjangoSession.objects.values_list("session_key", flat=True)) == {"a" * 32, "b" * 32}

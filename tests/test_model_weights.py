@@ -9,6 +9,8 @@ from gallery.embedding import imaging
 from gallery.models import EmbeddingState, Image, SystemNotice
 from tests import imagegen
 
+pytestmark = pytest.mark.model
+
 
 def test_vectors_are_512_d_unit_length_and_reproducible():
     arrays = [imaging.model_input(size=224, data=imagegen.jpeg(s)) for s in range(3)]

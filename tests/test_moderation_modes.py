@@ -27,7 +27,9 @@ def listed(client, gallery):
     return {img.original_name for img in response.context["page"].object_list}
 
 
-def test_pre_moderation_shows_a_new_upload_only_to_its_owner_and_staff(settings, client, public_gallery, owner, other, staff):
+def test_pre_moderation_shows_a_new_upload_only_to_its_owner_and_staff(
+    settings, client, public_gallery, owner, other, staff
+):
     settings.IMAGESEARCH_MODERATION = "pre"
     new = add(public_gallery, "new.jpg", 1)
     for user in (other, None):
@@ -51,7 +53,9 @@ def test_pre_moderation_shows_a_new_upload_only_to_its_owner_and_staff(settings,
     assert client.get(reverse("image_file", args=[new.pk])).status_code == 200
 
 
-def test_post_moderation_shows_a_new_upload_at_once_until_it_is_rejected(settings, client, public_gallery, other, staff):
+def test_post_moderation_shows_a_new_upload_at_once_until_it_is_rejected(
+    settings, client, public_gallery, other, staff
+):
     settings.IMAGESEARCH_MODERATION = "post"
     new = add(public_gallery, "new.jpg", 2)
     client.force_login(other)
@@ -66,7 +70,9 @@ def test_post_moderation_shows_a_new_upload_at_once_until_it_is_rejected(setting
 
 
 @pytest.mark.parametrize("mode", ["pre", "post"])
-def test_the_owner_sees_a_rejected_image_marked_as_rejected_in_either_mode(settings, client, public_gallery, owner, staff, mode):
+def test_the_owner_sees_a_rejected_image_marked_as_rejected_in_either_mode(
+    settings, client, public_gallery, owner, staff, mode
+):
     settings.IMAGESEARCH_MODERATION = mode
     image = add(public_gallery, "bad.jpg", 3)
     services.image_moderate(image=image, actor=staff, state=ModerationState.REJECTED, reason="Copyrighted")

@@ -98,9 +98,13 @@ def cases(world):
         for prefix in ("/media-direct/", "/media/"):
             for stored in (image.file.name, image.thumbnail.name):
                 yield f"direct {prefix}{stored}", "get", prefix + stored, None, expect(404, 404, 404, 404)
-    admin_pages = [reverse("admin:index"), reverse("admin:gallery_image_changelist"),
-                   reverse("admin:gallery_moderationqueueitem_changelist"), reverse("admin:gallery_gallery_changelist"),
-                   reverse("admin:gallery_image_change", args=[world.image("priv-pending.jpg").pk])]
+    admin_pages = [
+        reverse("admin:index"),
+        reverse("admin:gallery_image_changelist"),
+        reverse("admin:gallery_moderationqueueitem_changelist"),
+        reverse("admin:gallery_gallery_changelist"),
+        reverse("admin:gallery_image_change", args=[world.image("priv-pending.jpg").pk]),
+    ]
     for url in admin_pages:
         yield f"admin {url}", "get", url, None, expect(LOGIN, LOGIN, LOGIN, 200)
     # Deleting last: the owner's request removes the image.
@@ -160,7 +164,14 @@ def test_basic_auth_api_clients_get_the_same_404s(client, world):
 # --- No foreign object leaks into a listing or a result ------------------------
 
 VISIBLE = {
-    "owner": {"priv-approved.jpg", "priv-pending.jpg", "priv-rejected.jpg", "pub-approved.jpg", "pub-pending.jpg", "pub-rejected.jpg"},
+    "owner": {
+        "priv-approved.jpg",
+        "priv-pending.jpg",
+        "priv-rejected.jpg",
+        "pub-approved.jpg",
+        "pub-pending.jpg",
+        "pub-rejected.jpg",
+    },
     "other": {"pub-approved.jpg", "pub-pending.jpg", "their-approved.jpg"},
     "anonymous": {"pub-approved.jpg", "pub-pending.jpg"},
     "staff": {s[1] for s in permission_world.SPEC},

@@ -117,14 +117,27 @@ def test_proc_sh_runs_the_entry_with_the_venv_on_path_and_env_loaded(tmp_path):
     env_file.write_text("PORT=8123\nFROM_FILE='a value # with a hash'\nWINS=the-file\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "IMAGESEARCH_", "PORT", "HOST"))}
     env.update(IMAGESEARCH_ENV_FILE=str(env_file), WINS="the-environment", PATH="/usr/bin:/bin")
-    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "proc.sh"), "show"], cwd="/", env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "proc.sh"), "show"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.strip()
     assert out == (
         f"port=8123 host=127.0.0.1 from_file=a value # with a hash wins=the-environment python={tmp_path}/.venv/bin/python"
     ), out
-    proc = subprocess.run(["bash", "scripts/proc.sh", "show"], cwd=tmp_path, env={**env, "IMAGESEARCH_ENV_FILE": str(tmp_path / "missing")},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", "scripts/proc.sh", "show"],
+        cwd=tmp_path,
+        env={**env, "IMAGESEARCH_ENV_FILE": str(tmp_path / "missing")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "IMAGESEARCH_ENV_FILE" in proc.stderr and "port=" not in proc.stdout
 
 

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gallery import search, selectors, services
-from gallery.search import engine, store
 from gallery.models import Gallery, Image, IndexBuild
+from gallery.search import engine, store
 from tests import imagegen, vectors
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,9 @@ def test_results_merge_index_and_delta_in_exact_distance_order(owner):
     assert any(m.image.original_name.startswith("new") for m in got)
     distances = [m.distance for m in got]
     assert distances == sorted(distances)
-    assert np.allclose(distances, [1.0 - float(Image.objects.get(pk=m.image.pk).vector @ query) for m in got], atol=1e-6)
+    assert np.allclose(
+        distances, [1.0 - float(Image.objects.get(pk=m.image.pk).vector @ query) for m in got], atol=1e-6
+    )
 
 
 def test_pages_and_maximum_distance_cut_the_same_ranking(owner):
@@ -102,7 +104,9 @@ def test_find_similar_takes_the_query_vector_from_the_index_unless_embedded_agai
     assert [m.image.pk for m in got] == exact
 
     # Embedded again since the build, with another vector: the row's vector is the query.
-    Image.objects.filter(pk=images[40].pk).update(embedding=vecs[200].astype("<f4").tobytes(), embedded_at=timezone.now())
+    Image.objects.filter(pk=images[40].pk).update(
+        embedding=vecs[200].astype("<f4").tobytes(), embedded_at=timezone.now()
+    )
     image = selectors.image_for_view(user=owner, pk=images[40].pk)
     with CaptureQueriesContext(connection) as queries:
         got = search.similar_to_image(user=owner, image=image, k=5)

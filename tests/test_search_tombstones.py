@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from gallery import search, services
-from gallery.search import engine, store
 from gallery.models import Gallery, ModerationState, Visibility
+from gallery.search import engine, store
 from tests import vectors
 
 pytestmark = pytest.mark.django_db

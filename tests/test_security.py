@@ -191,7 +191,9 @@ HOSTILE_NAME = 'evil"; filename=x.html\r\nX-Injected: 1 <script>é🌅.jpg'
 def test_uploaded_files_are_served_nosniff_sandboxed_with_a_safe_content_disposition(client, owner, world):
     gallery, _image = world
     client.force_login(owner)
-    body, content_type = multipart.encode([(HOSTILE_NAME.replace("\r\n", " "), imagegen.encode(imagegen.scene(3), "PNG"), "text/html")])
+    body, content_type = multipart.encode(
+        [(HOSTILE_NAME.replace("\r\n", " "), imagegen.encode(imagegen.scene(3), "PNG"), "text/html")]
+    )
     response = client.post(reverse("api_upload", args=[gallery.slug]), body, content_type=content_type)
     (result,) = response.json()["results"]
     assert result["status"] == "added"
@@ -214,7 +216,9 @@ def test_a_hostile_file_name_is_shown_escaped_on_the_page(client, owner, world):
     gallery, _image = world
     client.force_login(owner)
     body, content_type = multipart.encode([("<img src=x onerror=alert(1)>.jpg", imagegen.jpeg(4), "image/jpeg")])
-    (result,) = client.post(reverse("api_upload", args=[gallery.slug]), body, content_type=content_type).json()["results"]
+    (result,) = client.post(reverse("api_upload", args=[gallery.slug]), body, content_type=content_type).json()[
+        "results"
+    ]
     html = client.get(reverse("image_detail", args=[result["id"]])).content.decode()
     assert "<img src=x onerror=alert(1)>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in html
@@ -235,7 +239,13 @@ def test_no_user_controlled_name_reaches_the_filesystem(client, owner, world, is
     gallery, _image = world
     client.force_login(owner)
     before = {p for p in isolated_files.rglob("*") if p.is_file()}
-    names = ["../../../../tmp/pwned.jpg", "..\\..\\pwned.jpg", "/etc/cron.d/pwned.jpg", "....//....//pwned.jpg", "%2e%2e%2fpwned.jpg"]
+    names = [
+        "../../../../tmp/pwned.jpg",
+        "..\\..\\pwned.jpg",
+        "/etc/cron.d/pwned.jpg",
+        "....//....//pwned.jpg",
+        "%2e%2e%2fpwned.jpg",
+    ]
     files = [(name, imagegen.jpeg(10 + i), "image/jpeg") for i, name in enumerate(names)]
     body, content_type = multipart.encode(files)
     response = client.post(reverse("api_upload", args=[gallery.slug]), body, content_type=content_type)
@@ -249,7 +259,9 @@ def test_no_user_controlled_name_reaches_the_filesystem(client, owner, world, is
     assert len(created) == 2 * len(names)
     for path in created:
         rel = path.relative_to(media).as_posix()
-        assert re.fullmatch(rf"(images/{gallery.pk}/[0-9a-f]{{32}}\.jpg|thumbs/{gallery.pk}/[0-9a-f]{{32}}\.jpg)", rel), rel
+        assert re.fullmatch(
+            rf"(images/{gallery.pk}/[0-9a-f]{{32}}\.jpg|thumbs/{gallery.pk}/[0-9a-f]{{32}}\.jpg)", rel
+        ), rel
     assert not Path("/tmp/pwned.jpg").exists() and not Path("/etc/cron.d/pwned.jpg").exists()
 
 
@@ -258,8 +270,10 @@ def test_no_user_controlled_name_reaches_the_filesystem(client, owner, world, is
 
 def _manage(args, env, tmp_path):
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "IMAGESEARCH_"))}
-    full.update(IMAGESEARCH_VAR_DIR=str(tmp_path / "var"), **env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    full.update(IMAGESEARCH_VAR_DIR=str(tmp_path / "var"), IMAGESEARCH_ENV_FILE=os.devnull, **env)  # no developer .env
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path):

@@ -30,7 +30,11 @@ SHOW = (
 
 
 def clean_environment(tmp_path, env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "IMAGESEARCH_", "DATABASE_", "CELERY_", "REDIS_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "IMAGESEARCH_", "DATABASE_", "CELERY_", "REDIS_"))
+    }
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.touch()
     clean.update(IMAGESEARCH_ENV_FILE=str(empty_env_file), IMAGESEARCH_VAR_DIR=str(tmp_path / "var"))
@@ -41,8 +45,12 @@ def clean_environment(tmp_path, env):
 def load_settings(tmp_path, **env):
     """Import the settings in a fresh interpreter with exactly these variables; return (ok, output)."""
     proc = subprocess.run(
-        [sys.executable, "-c", SHOW], cwd=ROOT, env=clean_environment(tmp_path, env),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", SHOW],
+        cwd=ROOT,
+        env=clean_environment(tmp_path, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -139,7 +147,9 @@ def test_the_env_file_next_to_manage_py_is_read_by_default(tmp_path):
     env = clean_environment(tmp_path, {})
     del env["IMAGESEARCH_ENV_FILE"]
     code = "import sys; sys.path.insert(0, sys.argv[1]); from imagesearch import settings; print(settings.SECRET_KEY)"
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "next-to-the-code"
 
@@ -210,7 +220,10 @@ def test_var_secret_key_is_used_when_django_secret_key_is_unset(tmp_path):
     (tmp_path / "secret_key").write_text("generated-by-make-run\n")
     assert loaded(tmp_path, IMAGESEARCH_VAR_DIR=str(tmp_path))["secret_key"] == "generated-by-make-run"
     # Empty counts as unset (`DJANGO_SECRET_KEY=` in a copied .env.example).
-    assert loaded(tmp_path, IMAGESEARCH_VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY="")["secret_key"] == "generated-by-make-run"
+    assert (
+        loaded(tmp_path, IMAGESEARCH_VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY="")["secret_key"]
+        == "generated-by-make-run"
+    )
 
 
 def test_django_secret_key_wins_over_var_secret_key(tmp_path):
@@ -235,10 +248,10 @@ def test_the_env_file_can_move_the_var_dir_holding_the_secret_key(tmp_path):
 
 
 def test_export_env_gives_the_shell_the_same_values(tmp_path):
-    path = env_file(tmp_path, "PORT=8123\nHOST=   # empty\nTRICKY=\"it's $HOME `x`; y\"\nALREADY=from-the-file\n")
+    path = env_file(tmp_path, 'PORT=8123\nHOST=   # empty\nTRICKY="it\'s $HOME `x`; y"\nALREADY=from-the-file\n')
     env = clean_environment(tmp_path, {"IMAGESEARCH_ENV_FILE": path, "ALREADY": "from-the-environment"})
     script = (
-        f"set -e; exports=$({shlex.quote(sys.executable)} -m imagesearch.settings --export-env); eval \"$exports\"; "
+        f'set -e; exports=$({shlex.quote(sys.executable)} -m imagesearch.settings --export-env); eval "$exports"; '
         'printf "%s|%s|%s|%s" "$PORT" "${HOST-unset}" "$TRICKY" "$ALREADY"'
     )
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -249,6 +262,13 @@ def test_export_env_gives_the_shell_the_same_values(tmp_path):
 def test_export_env_fails_on_a_malformed_file(tmp_path):
     path = env_file(tmp_path, "PORT 8000\n")
     env = clean_environment(tmp_path, {"IMAGESEARCH_ENV_FILE": path})
-    proc = subprocess.run([sys.executable, "-m", "imagesearch.settings", "--export-env"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "imagesearch.settings", "--export-env"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert f"{path}:1:" in proc.stderr and proc.stdout == ""

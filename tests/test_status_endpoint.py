@@ -54,8 +54,12 @@ def test_it_counts_images_by_state(client, gallery, owner, queued):
 def test_rate_is_images_per_second_over_the_last_minute_and_gives_an_eta(client, gallery, owner, queued):
     ids = add(gallery, owner, 12)
     now = timezone.now()
-    set_state(ids[:6], EmbeddingState.READY, claimed_at=now - timedelta(seconds=90), embedded_at=now - timedelta(seconds=20))
-    set_state(ids[6:9], EmbeddingState.READY, claimed_at=now - timedelta(seconds=120), embedded_at=now - timedelta(minutes=5))
+    set_state(
+        ids[:6], EmbeddingState.READY, claimed_at=now - timedelta(seconds=90), embedded_at=now - timedelta(seconds=20)
+    )
+    set_state(
+        ids[6:9], EmbeddingState.READY, claimed_at=now - timedelta(seconds=120), embedded_at=now - timedelta(minutes=5)
+    )
     client.force_login(owner)
 
     s = status(client, gallery)
@@ -141,7 +145,10 @@ def test_staff_retry_failed_images_from_the_admin(
     assert sorted(pk for batch in queued for pk in batch) == sorted(ids)
 
 
-def test_unloadable_weights_show_a_banner_and_keep_images_pending_until_fixed(client, gallery, owner, queued, settings, tmp_path):
+@pytest.mark.model
+def test_unloadable_weights_show_a_banner_and_keep_images_pending_until_fixed(
+    client, gallery, owner, queued, settings, tmp_path
+):
     ids = add(gallery, owner, 2)
     bad = tmp_path / "vgg16_notop.h5"
     bad.write_bytes(b"\x89HDF\r\n" + b"\x00" * 64)  # looks like HDF5, is not

@@ -40,7 +40,9 @@ def test_a_non_image_fails_alone_with_a_reason(client, owner, queued):
         SimpleUploadedFile("good.jpg", imagegen.jpeg(1), "image/jpeg"),
         SimpleUploadedFile("readme.jpg", b"hello, I am text", "image/jpeg"),
     ]
-    response = client.post(reverse("gallery_upload", args=[gallery.slug]), {"images": files}, HTTP_ACCEPT="application/json")
+    response = client.post(
+        reverse("gallery_upload", args=[gallery.slug]), {"images": files}, HTTP_ACCEPT="application/json"
+    )
     results = {r["name"]: r for r in response.json()["results"]}
     assert results["good.jpg"]["status"] == "added"
     assert results["readme.jpg"]["status"] == "rejected" and "not an image" in results["readme.jpg"]["message"]
@@ -62,7 +64,9 @@ def test_the_same_file_twice_is_reported_as_a_duplicate(client, owner, queued):
 def test_only_the_owner_may_upload(client, owner, other, queued):
     gallery = services.gallery_create(owner=owner, title="G", visibility="public")
     client.force_login(other)
-    response = client.post(reverse("gallery_upload", args=[gallery.slug]), {"images": [SimpleUploadedFile("a.jpg", imagegen.jpeg(1))]})
+    response = client.post(
+        reverse("gallery_upload", args=[gallery.slug]), {"images": [SimpleUploadedFile("a.jpg", imagegen.jpeg(1))]}
+    )
     assert response.status_code == 404
     assert not Image.objects.exists()
 
@@ -76,7 +80,8 @@ def test_a_broker_outage_does_not_fail_the_upload(client, owner, monkeypatch, dj
     client.force_login(owner)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            reverse("gallery_upload", args=[gallery.slug]), {"images": [SimpleUploadedFile("a.jpg", imagegen.jpeg(1))]},
+            reverse("gallery_upload", args=[gallery.slug]),
+            {"images": [SimpleUploadedFile("a.jpg", imagegen.jpeg(1))]},
             HTTP_ACCEPT="application/json",
         )
     assert response.json()["results"][0]["status"] == "added"

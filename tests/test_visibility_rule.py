@@ -5,8 +5,8 @@ three equal over every combination that matters, and the prepared reads of
 gallery/sql.py and gallery/auth.py equal to what the ORM reads."""
 
 import itertools
-from importlib import import_module
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
 from django.conf import settings
@@ -20,8 +20,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gallery import access, auth, embedding, services
-from gallery.search import reads
 from gallery.models import Gallery, Image, IndexBuild, ModerationState, Visibility
+from gallery.search import reads
 from tests import vectors
 
 pytestmark = pytest.mark.django_db
@@ -55,11 +55,19 @@ def test_one_row_and_one_gallery_rules_equal_the_queryset(world, owner, other, s
             if not sees_all and gallery.visibility != Visibility.PUBLIC:
                 continue  # search_vector answers [] before asking
             rows = reads.visible_candidates(
-                gallery_id=gallery.pk, embedding_version=version, pks=world, recent_after=now, new_after=now,
-                exclude_id=None, public_only=not sees_all,
+                gallery_id=gallery.pk,
+                embedding_version=version,
+                pks=world,
+                recent_after=now,
+                new_after=now,
+                exclude_id=None,
+                public_only=not sees_all,
             )
             searchable = set(
-                Image.objects.searchable().visible_to(user).filter(gallery=gallery, pk__in=world).values_list("pk", flat=True)
+                Image.objects.searchable()
+                .visible_to(user)
+                .filter(gallery=gallery, pk__in=world)
+                .values_list("pk", flat=True)
             )
             assert {row[0] for row in rows} == searchable, (user, mode, gallery.visibility)
 
@@ -70,8 +78,12 @@ def test_candidates_flag_recent_and_new_rows_and_honour_exclude(owner):
     new = vectors.add_images(gallery, vectors.clustered(2, seed=3), embedded_ago=timedelta(seconds=5), prefix="new")
     now = timezone.now()
     rows = reads.visible_candidates(
-        gallery_id=gallery.pk, embedding_version=embedding.version(), pks=[old[0].pk, old[1].pk],
-        recent_after=now - timedelta(hours=1), new_after=now - timedelta(minutes=1), exclude_id=old[1].pk,
+        gallery_id=gallery.pk,
+        embedding_version=embedding.version(),
+        pks=[old[0].pk, old[1].pk],
+        recent_after=now - timedelta(hours=1),
+        new_after=now - timedelta(minutes=1),
+        exclude_id=old[1].pk,
         public_only=False,
     )
     by_pk = {pk: (name, recent, is_new) for pk, name, recent, is_new in rows}

@@ -54,7 +54,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(owne
     try:
         live.wait_for(
             lambda: by_state(EmbeddingState.READY) >= 4 and by_state(EmbeddingState.PROCESSING) > 0,
-            timeout=300, interval=0.1, message="a first batch stored while the next is in progress", worker=first,
+            timeout=300,
+            interval=0.1,
+            message="a first batch stored while the next is in progress",
+            worker=first,
         )
         first.kill()
     finally:
@@ -71,7 +74,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(owne
 
     with live.Worker(tmp_path, name="w2", **env) as second:
         live.wait_for(
-            lambda: by_state(EmbeddingState.READY) == N, timeout=400, message="every image ready after restart",
+            lambda: by_state(EmbeddingState.READY) == N,
+            timeout=400,
+            message="every image ready after restart",
             worker=second,
         )
         writes = written_ids(first, second)

@@ -37,7 +37,10 @@ def add_images(gallery, vectors, *, embedded_ago=timedelta(hours=1), moderation=
             file=f"images/{gallery.pk}/{prefix}{start + i}.jpg",
             original_name=f"{prefix}{start + i}.jpg",
             sha256=f"{gallery.pk}-{prefix}-{start + i}",
-            width=224, height=224, byte_size=1000, content_type="image/jpeg",
+            width=224,
+            height=224,
+            byte_size=1000,
+            content_type="image/jpeg",
             embedding_state=EmbeddingState.READY,
             embedding=pack(vec),
             embedding_version=version,
@@ -48,7 +51,9 @@ def add_images(gallery, vectors, *, embedded_ago=timedelta(hours=1), moderation=
     ]
     created = Image.objects.bulk_create(rows, batch_size=2000)
     if created and created[0].pk is None:  # backends without RETURNING
-        created = list(Image.objects.filter(gallery=gallery, original_name__startswith=prefix).order_by("pk"))[-len(rows):]
+        created = list(Image.objects.filter(gallery=gallery, original_name__startswith=prefix).order_by("pk"))[
+            -len(rows) :
+        ]
     return created
 
 

@@ -18,8 +18,21 @@ def _count_column(name, description):
 class GalleryAdmin(admin.ModelAdmin):
     change_form_template = "admin/gallery/gallery_change_form.html"
     list_display = (
-        "title", "owner", "visibility", "n_images", "n_pending", "n_approved", "n_rejected", "n_flagged",
-        "n_waiting", "n_ready", "n_failed", "index_version", "index_items", "index_built_at", "index_stale",
+        "title",
+        "owner",
+        "visibility",
+        "n_images",
+        "n_pending",
+        "n_approved",
+        "n_rejected",
+        "n_flagged",
+        "n_waiting",
+        "n_ready",
+        "n_failed",
+        "index_version",
+        "index_items",
+        "index_built_at",
+        "index_stale",
     )
     list_filter = ("visibility", "index_dirty")
     search_fields = ("title", "slug", "owner__username")
@@ -27,7 +40,17 @@ class GalleryAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("title",)}
     actions = ("rebuild_now", "delete_selected")
     readonly_fields = ("image_counts", "index_status", "created_at", "updated_at")
-    fields = ("title", "slug", "owner", "visibility", "description", "image_counts", "index_status", "created_at", "updated_at")
+    fields = (
+        "title",
+        "slug",
+        "owner",
+        "visibility",
+        "description",
+        "image_counts",
+        "index_status",
+        "created_at",
+        "updated_at",
+    )
 
     def get_queryset(self, request):
         images = "images__"
@@ -90,8 +113,14 @@ class GalleryAdmin(admin.ModelAdmin):
         return format_html(
             "{} images: {} pending review ({} auto-flagged), {} approved, {} rejected; "
             "{} being embedded, {} embedded, {} failed.",
-            row.n_images, row.n_pending, row.n_flagged, row.n_approved, row.n_rejected,
-            row.n_waiting, row.n_ready, row.n_failed,
+            row.n_images,
+            row.n_pending,
+            row.n_flagged,
+            row.n_approved,
+            row.n_rejected,
+            row.n_waiting,
+            row.n_ready,
+            row.n_failed,
         )
 
     @admin.display(description="Index")

@@ -73,11 +73,23 @@ class ImageAdmin(admin.ModelAdmin):
     action_form = ImageActionForm
     change_form_template = "admin/gallery/image_change_form.html"
     list_display = (
-        "thumb", "original_name", "gallery", "owner", "moderation_state", "flag", "embedding_state", "created_at",
+        "thumb",
+        "original_name",
+        "gallery",
+        "owner",
+        "moderation_state",
+        "flag",
+        "embedding_state",
+        "created_at",
     )
     list_display_links = ("thumb", "original_name")
     list_filter = (
-        "moderation_state", FlaggedFilter, "embedding_state", "gallery", "gallery__owner", "created_at",
+        "moderation_state",
+        FlaggedFilter,
+        "embedding_state",
+        "gallery",
+        "gallery__owner",
+        "created_at",
     )
     search_fields = ("original_name", "gallery__title", "gallery__owner__username", "sha256")
     list_select_related = ("gallery", "gallery__owner")
@@ -87,23 +99,73 @@ class ImageAdmin(admin.ModelAdmin):
     actions = ("approve", "reject", "retry_embedding", "reembed", "delete_selected")
     inlines = (ModerationEventInline,)
     readonly_fields = (
-        "preview", "moderation_state", "moderation_note", "moderated_by", "moderated_at", "flag_details",
-        "rejected_neighbours", "gallery", "owner", "original_name", "sha256", "width", "height", "byte_size",
-        "content_type", "uploader", "created_at", "embedding_state", "embedding_error", "embedding_version",
-        "embedded_at", "attempts",
+        "preview",
+        "moderation_state",
+        "moderation_note",
+        "moderated_by",
+        "moderated_at",
+        "flag_details",
+        "rejected_neighbours",
+        "gallery",
+        "owner",
+        "original_name",
+        "sha256",
+        "width",
+        "height",
+        "byte_size",
+        "content_type",
+        "uploader",
+        "created_at",
+        "embedding_state",
+        "embedding_error",
+        "embedding_version",
+        "embedded_at",
+        "attempts",
     )
     fieldsets = (
         (None, {"fields": ("preview",)}),
-        ("Moderation", {"fields": (
-            "moderation_state", "moderation_note", "moderated_by", "moderated_at", "flag_details", "rejected_neighbours",
-        )}),
-        ("Image", {"fields": (
-            "gallery", "owner", "original_name", "uploader", "created_at", "width", "height", "byte_size",
-            "content_type", "sha256",
-        )}),
-        ("Embedding", {"fields": (
-            "embedding_state", "embedding_error", "embedding_version", "embedded_at", "attempts",
-        )}),
+        (
+            "Moderation",
+            {
+                "fields": (
+                    "moderation_state",
+                    "moderation_note",
+                    "moderated_by",
+                    "moderated_at",
+                    "flag_details",
+                    "rejected_neighbours",
+                )
+            },
+        ),
+        (
+            "Image",
+            {
+                "fields": (
+                    "gallery",
+                    "owner",
+                    "original_name",
+                    "uploader",
+                    "created_at",
+                    "width",
+                    "height",
+                    "byte_size",
+                    "content_type",
+                    "sha256",
+                )
+            },
+        ),
+        (
+            "Embedding",
+            {
+                "fields": (
+                    "embedding_state",
+                    "embedding_error",
+                    "embedding_version",
+                    "embedded_at",
+                    "attempts",
+                )
+            },
+        ),
     )
 
     def has_add_permission(self, request):

@@ -4,7 +4,6 @@ from functools import lru_cache
 
 from django.urls import get_script_prefix, reverse
 
-
 _PK = 987654321  # reversed once, then replaced: reverse() per result costs more than the search
 
 

@@ -50,7 +50,9 @@ def search_gallery(request, slug):
         vector = embed_query_file(upload)
     except QueryImageError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    matches = search.search_vector(user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance)
+    matches = search.search_vector(
+        user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance
+    )
     return JsonResponse({"k": k, "page": page, "results": results_json(matches)})
 
 

@@ -36,9 +36,12 @@ def claim(image_ids, fill_to=0):
     claimable = Q(embedding_state=EmbeddingState.PENDING) | Q(
         embedding_state=EmbeddingState.PROCESSING, claimed_at__lt=stale
     )
-    fields = dict(
-        embedding_state=EmbeddingState.PROCESSING, claim_token=token, claimed_at=now, attempts=F("attempts") + 1
-    )
+    fields = {
+        "embedding_state": EmbeddingState.PROCESSING,
+        "claim_token": token,
+        "claimed_at": now,
+        "attempts": F("attempts") + 1,
+    }
     n = Image.objects.filter(pk__in=image_ids).filter(claimable).update(**fields)
     if 0 < n < fill_to:
         galleries = Image.objects.filter(claim_token=token).values("gallery_id")
@@ -112,8 +115,8 @@ def embed(image_ids):
                 raise
             if i + 1 < len(chunks):
                 pending = pool.map(decode, chunks[i + 1])
-            good = [(img, arr) for img, arr in zip(chunk, decoded) if not isinstance(arr, Exception)]
-            for img, err in zip(chunk, decoded):
+            good = [(img, arr) for img, arr in zip(chunk, decoded, strict=True) if not isinstance(arr, Exception)]
+            for img, err in zip(chunk, decoded, strict=True):
                 if isinstance(err, Exception):
                     Image.objects.filter(pk=img.pk, claim_token=token).update(
                         embedding_state=EmbeddingState.FAILED, embedding_error=str(err), claim_token=None
@@ -134,7 +137,7 @@ def embed(image_ids):
             now = timezone.now()
             written = []
             with transaction.atomic():
-                for (img, _), vec in zip(good, batch_vectors):
+                for (img, _), vec in zip(good, batch_vectors, strict=True):
                     # The token check makes a redelivered or stale task write nothing.
                     if Image.objects.filter(pk=img.pk, claim_token=token).update(
                         embedding=vectors.pack(vec),

@@ -107,11 +107,16 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
     build = gallery.current_build()
     if build is not None and build.item_count and build.embedding_version == version:
         candidates = functools.partial(
-            reads.visible_candidates, gallery_id=gallery.pk, embedding_version=version, exclude_id=exclude_id,
+            reads.visible_candidates,
+            gallery_id=gallery.pk,
+            embedding_version=version,
+            exclude_id=exclude_id,
             public_only=not sees_all,
         )
         try:
-            pks, dist, names = _search_indexed(candidates, base, ref_for(build), build.snapshot_at, vector, want, max_distance)
+            pks, dist, names = _search_indexed(
+                candidates, base, ref_for(build), build.snapshot_at, vector, want, max_distance
+            )
         except IndexUnavailable as exc:
             logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
             Gallery.objects.filter(pk=gallery.pk).mark_index_stale()
@@ -149,7 +154,9 @@ def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distan
         # Re-embedded since the build: the delta's vector wins. (Sets, not np.isin:
         # on a few dozen items np.isin sorts, about five times the cost.)
         visible = {row[0] for row in rows}.difference(delta_pks.tolist())
-        visible_found = np.fromiter((pk in visible for pk in found_pks.tolist()), dtype=bool, count=len(found_pks))  # (M,)
+        visible_found = np.fromiter(
+            (pk in visible for pk in found_pks.tolist()), dtype=bool, count=len(found_pks)
+        )  # (M,)
         pks = np.concatenate([found_pks[visible_found], delta_pks])
         dist = np.concatenate([found_dist[visible_found], delta_dist]).astype(np.float32)
         order = np.lexsort((pks, dist))  # nearest first, ties by pk: stable across calls
@@ -189,7 +196,7 @@ def _matches(gallery, pks, dist, offset, want, names=None):
     reads.ResultImage holding just those; `names` comes from the visibility query,
     or is read here for an exact search.
     """
-    page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist()))
+    page = list(zip(pks[offset:want].tolist(), dist[offset:want].tolist(), strict=True))
     if names is None:
         names = dict(Image.objects.filter(pk__in=[pk for pk, _ in page]).values_list("pk", "original_name"))
     # A row deleted between the ranking and the fetch is skipped, not an error.

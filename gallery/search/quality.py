@@ -36,8 +36,14 @@ def index_recall(*, gallery, sample=200, k=10, seed=0):
     rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
     pks = np.array(rows.order_by("pk").values_list("pk", flat=True), dtype=np.int64)  # (N,)
     build = gallery.current_build()
-    info = {"queries": 0, "k": k, "recall": None, "worst": None,
-            "index_version": build.version if build else None, "index_items": build.item_count if build else 0}
+    info = {
+        "queries": 0,
+        "k": k,
+        "recall": None,
+        "worst": None,
+        "index_version": build.version if build else None,
+        "index_items": build.item_count if build else 0,
+    }
     if len(pks) < 2:
         return info
     chosen = np.random.default_rng(seed).choice(pks, size=min(sample, len(pks)), replace=False)  # (S,)
@@ -46,8 +52,10 @@ def index_recall(*, gallery, sample=200, k=10, seed=0):
     queries = matrix([found[pk] for pk in chosen], embedding.dim())  # (S, D)
     truth = exact_search(gallery=gallery, vectors=queries, k=k, exclude_ids=chosen)
     recalls = []
-    for pk, vec, exact in zip(chosen, queries, truth):
-        served = {m.image.pk for m in search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)}
+    for pk, vec, exact in zip(chosen, queries, truth, strict=True):
+        served = {
+            m.image.pk for m in search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)
+        }
         recalls.append(len(served & set(exact)) / len(exact) if exact else 1.0)
     info.update(queries=len(recalls), recall=float(np.mean(recalls)), worst=float(np.min(recalls)))
     return info

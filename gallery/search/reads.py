@@ -135,7 +135,11 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
     pks = [int(pk) for pk in pks]
     postgresql = db.vendor == "postgresql"
     sql, public_params = _candidates_query(
-        db.vendor, 0 if postgresql else len(pks), bool(pks), exclude_id is not None, public_only,
+        db.vendor,
+        0 if postgresql else len(pks),
+        bool(pks),
+        exclude_id is not None,
+        public_only,
         settings.IMAGESEARCH_MODERATION,
     )
     adapt = db.ops.adapt_datetimefield_value
@@ -159,8 +163,12 @@ def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, moder
 
     `moderation` is part of the shape: the predicate public_images_sql() renders depends on it.
     """
-    where = [f"{_q('gallery_id')} = %s", f"{_q('embedding_state')} = %s", f"{_q('moderation_state')} <> %s",
-             f"{_q('embedding_version')} = %s"]
+    where = [
+        f"{_q('gallery_id')} = %s",
+        f"{_q('embedding_state')} = %s",
+        f"{_q('moderation_state')} <> %s",
+        f"{_q('embedding_version')} = %s",
+    ]
     match = f"{_q('embedded_at')} > %s"
     if has_pks:
         listed = "= ANY(%s)" if vendor == "postgresql" else f"IN ({', '.join(['%s'] * n_listed)})"

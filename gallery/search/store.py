@@ -216,7 +216,12 @@ def open_version(ref, dim):
     try:
         # A version built before the projection has no .pca.npy: missing, like any
         # absent file, so search is exact and a rebuild is queued.
-        for local, remote in ((ids_path, remote_ids), (vec_path, remote_vec), (pca_path, remote_pca), (ann_path, remote_ann)):
+        for local, remote in (
+            (ids_path, remote_ids),
+            (vec_path, remote_vec),
+            (pca_path, remote_pca),
+            (ann_path, remote_ann),
+        ):
             _fetch(local, remote)
     except IndexUnavailable:
         raise

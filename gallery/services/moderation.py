@@ -98,7 +98,10 @@ def images_autoflag(*, gallery_id, image_ids=None):
             )
             if n:
                 ModerationEvent.objects.create(
-                    image_id=pk, actor=None, from_state=ModerationState.PENDING, to_state=ModerationState.PENDING,
+                    image_id=pk,
+                    actor=None,
+                    from_state=ModerationState.PENDING,
+                    to_state=ModerationState.PENDING,
                     reason=f"Auto-flagged: {reason}.",
                 )
                 done.append(pk)

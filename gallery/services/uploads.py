@@ -97,7 +97,9 @@ def image_create(*, gallery, uploader, data, name, queue=True):
     except Exception as exc:
         delete_files(saved)
         logger.exception("storing upload %s failed", name)
-        raise UploadError(f"The file could not be stored ({type(exc).__name__}); nothing was saved. Try again.") from exc
+        raise UploadError(
+            f"The file could not be stored ({type(exc).__name__}); nothing was saved. Try again."
+        ) from exc
     return UploadResult(name, "added", "", image)
 
 
@@ -120,7 +122,10 @@ def images_upload(*, gallery, uploader, files):
     """Store many uploaded files; each succeeds or fails alone. Return one UploadResult per file."""
     if len(files) > settings.IMAGESEARCH_MAX_FILES_PER_REQUEST:
         limit = settings.IMAGESEARCH_MAX_FILES_PER_REQUEST
-        return [UploadResult(clean_filename(f.name), "rejected", f"Too many files in one upload (limit {limit}).") for f in files]
+        return [
+            UploadResult(clean_filename(f.name), "rejected", f"Too many files in one upload (limit {limit}).")
+            for f in files
+        ]
     results = []
     for upload in files:
         if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
@@ -145,14 +150,18 @@ def image_delete(*, image):
 def images_retry(*, images):
     """Put failed images back in the queue. Return how many were retried."""
     ids = list(images.filter(embedding_state=EmbeddingState.FAILED).values_list("pk", flat=True))
-    Image.objects.filter(pk__in=ids).update(embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None)
+    Image.objects.filter(pk__in=ids).update(
+        embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None
+    )
     return images_queue_embedding(image_ids=ids)
 
 
 def images_reembed(*, images):
     """Embed the given images again (e.g. after a model change). Return how many were queued."""
     ids = list(images.exclude(embedding_state=EmbeddingState.PROCESSING).values_list("pk", flat=True))
-    Image.objects.filter(pk__in=ids).update(embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None)
+    Image.objects.filter(pk__in=ids).update(
+        embedding_state=EmbeddingState.PENDING, embedding_error="", claim_token=None
+    )
     return images_queue_embedding(image_ids=ids)
 
 
@@ -187,5 +196,3 @@ def images_delete(*, images):
             image_delete(image=image)
             n += 1
     return n
-
-

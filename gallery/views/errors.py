@@ -28,15 +28,21 @@ def bad_request(request, exception=None):
     limits = {"max_upload_mb": max_mb, "max_files": max_files, "max_request_mb": max_request_mb}
     if isinstance(exception, RequestDataTooBig):
         return _respond(
-            request, 413, "Upload too large",
+            request,
+            413,
+            "Upload too large",
             "The upload was larger than this server accepts in one request, so nothing was saved.",
-            "errors/413.html", **limits,
+            "errors/413.html",
+            **limits,
         )
     if isinstance(exception, TooManyFilesSent):
         return _respond(
-            request, 400, "Too many files at once",
+            request,
+            400,
+            "Too many files at once",
             f"One upload may carry at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files, so nothing was saved.",
-            "errors/413.html", **limits,
+            "errors/413.html",
+            **limits,
         )
     return _respond(request, 400, "Bad request", "The request could not be understood. Please try again.")
 

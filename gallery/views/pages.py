@@ -130,9 +130,14 @@ def image_detail(request, pk):
     return render(
         request,
         "gallery/image_detail.html",
-        {"image": image, "gallery": image.gallery, "can_edit": access.can_edit(request.user, image.gallery),
-         "events": image.moderation_events.select_related("actor")[:20] if request.user.is_staff else [],
-         "k_choices": K_CHOICES, "default_k": settings.IMAGESEARCH_DEFAULT_K},
+        {
+            "image": image,
+            "gallery": image.gallery,
+            "can_edit": access.can_edit(request.user, image.gallery),
+            "events": image.moderation_events.select_related("actor")[:20] if request.user.is_staff else [],
+            "k_choices": K_CHOICES,
+            "default_k": settings.IMAGESEARCH_DEFAULT_K,
+        },
     )
 
 

@@ -62,7 +62,15 @@ def gallery_search(request, slug):
     return render(
         request,
         "gallery/results.html",
-        {"gallery": gallery, "query": None, "query_name": request.FILES.get("image") and request.FILES["image"].name,
-         "query_preview": preview, "matches": matches, "error": error, "k": k, "k_choices": K_CHOICES},
+        {
+            "gallery": gallery,
+            "query": None,
+            "query_name": request.FILES.get("image") and request.FILES["image"].name,
+            "query_preview": preview,
+            "matches": matches,
+            "error": error,
+            "k": k,
+            "k_choices": K_CHOICES,
+        },
         status=400 if error else 200,
     )

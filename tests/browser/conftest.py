@@ -18,17 +18,21 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 # Loopback by address: "localhost" may resolve to ::1 in Chromium but not in the server.
 os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
 
-import pytest  # noqa: E402
-from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
-from gallery import services  # noqa: E402
-from gallery.models import EmbeddingState, Image, IndexBuild  # noqa: E402
-from tests import imagegen, live  # noqa: E402
+from gallery import services
+from gallery.models import EmbeddingState, Image, IndexBuild
+from tests import imagegen, live
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
@@ -136,10 +140,14 @@ def embedded_gallery(owner, tmp_path):
     with live.Worker(tmp_path) as worker:
         live.wait_for(
             lambda: Image.objects.filter(gallery=gallery, embedding_state=EmbeddingState.READY).count() == 7,
-            timeout=240, message="7 images embedded", worker=worker,
+            timeout=240,
+            message="7 images embedded",
+            worker=worker,
         )
         live.wait_for(
             lambda: IndexBuild.objects.filter(gallery=gallery, status="ready", item_count=7).exists(),
-            timeout=60, message="an index build with 7 items", worker=worker,
+            timeout=60,
+            message="an index build with 7 items",
+            worker=worker,
         )
         yield gallery, worker

@@ -40,7 +40,9 @@ def test_dropped_files_get_per_file_results_and_turn_ready_without_a_reload(page
             expect(item(f"scene-{s}.jpg")).to_have_attribute("data-status", "added")
             expect(item(f"scene-{s}.jpg").locator(".bar")).to_have_attribute("aria-valuenow", "100")
         expect(item("old-again.jpg")).to_have_attribute("data-status", "duplicate")
-        expect(item("old-again.jpg").locator(".result")).to_contain_text("Duplicate: Already in this gallery as “old.jpg”")
+        expect(item("old-again.jpg").locator(".result")).to_contain_text(
+            "Duplicate: Already in this gallery as “old.jpg”"
+        )
         expect(item("notes.jpg")).to_have_attribute("data-status", "rejected")
         expect(item("notes.jpg").locator(".result")).to_contain_text("not an image")
         screenshot(page, "upload-0-dropped")

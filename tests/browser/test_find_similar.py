@@ -32,7 +32,10 @@ def test_find_similar_puts_the_near_duplicate_first(page, embedded_gallery):
     distances = [float(t.split()[-1]) for t in cards.locator(".distance").all_inner_texts()]
     assert distances == sorted(distances)
     assert "scene-3-copy.jpg" not in cards.locator(".name").all_inner_texts()
-    widths = [float(w) for w in cards.locator(".simbar").evaluate_all("bars => bars.map(b => b.getAttribute('aria-valuenow'))")]
+    widths = [
+        float(w)
+        for w in cards.locator(".simbar").evaluate_all("bars => bars.map(b => b.getAttribute('aria-valuenow'))")
+    ]
     assert widths == sorted(widths, reverse=True) and 0 < widths[0] <= 100
     screenshot(page, "find-similar-1-results")
 

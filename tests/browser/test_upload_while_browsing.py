@@ -24,8 +24,10 @@ def test_paging_the_grid_during_an_upload_does_not_interrupt_it(page, owner, mon
     # A slow uplink (about 40 KB/s), so the uploads are still running while we browse.
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 40 * 1024})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 40 * 1024},
+    )
 
     files = [(f"new-{s}.jpg", "image/jpeg", imagegen.jpeg(200 + s, size=(640, 480))) for s in range(6)]
     drop_files(page, "#upload-form", files)

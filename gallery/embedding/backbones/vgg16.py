@@ -74,7 +74,10 @@ class VGG16(Backbone):
             keras_weights = self.weights
         try:
             model = keras.applications.VGG16(
-                include_top=False, weights=keras_weights, input_shape=(self.input_size, self.input_size, 3), pooling="avg"
+                include_top=False,
+                weights=keras_weights,
+                input_shape=(self.input_size, self.input_size, 3),
+                pooling="avg",
             )
         except Exception as exc:  # download errors, bad h5 files: each surfaces differently
             if self.weights == "imagenet":
@@ -132,6 +135,8 @@ class VGG16(Backbone):
             b = chunk.shape[0]
             shape = next(s for s in shapes if s >= b)
             if b < shape:
-                chunk = np.concatenate([chunk, np.zeros((shape - b, side, side, 3), np.float32)])  # (shape, 224, 224, 3)
+                chunk = np.concatenate(
+                    [chunk, np.zeros((shape - b, side, side, 3), np.float32)]
+                )  # (shape, 224, 224, 3)
             out[start : start + b] = self._runner(shape)(chunk).numpy()[:b]  # (b, 512)
         return out

@@ -27,7 +27,11 @@ class Command(BaseCommand):
         if not r["queries"]:
             self.stdout.write(f"{found.slug}: fewer than two searchable images; nothing to measure.")
             return
-        index = f"index v{r['index_version']} ({r['index_items']} items)" if r["index_version"] else "no index (exact search)"
+        index = (
+            f"index v{r['index_version']} ({r['index_items']} items)"
+            if r["index_version"]
+            else "no index (exact search)"
+        )
         verdict = "ok" if r["recall"] >= TARGET else f"BELOW TARGET {TARGET}"
         self.stdout.write(
             f"{found.slug}: recall@{k} = {r['recall']:.4f} (worst query {r['worst']:.2f}) "
