@@ -8,8 +8,8 @@ For every size: build time, peak extra memory (resident set of the method's chil
 beyond the data it inherited: build structures, index files it maps), single-query latency
 p50/p99, and recall@10 against exact search on held-out queries from the same
 distribution. Wall-clock and CPU times are both printed: on a shared machine
-the wall clock includes waiting for a core. "product" is gallery.index as search
-uses it: the query projected by the version's PCA to projection.INDEX_DIM dimensions,
+the wall clock includes waiting for a core. "product" is gallery.search
+(store, cache, engine) as search uses it: the query projected by the version's PCA to projection.INDEX_DIM dimensions,
 a pool of Annoy candidates found there (ann.pool_for: 128 for the n = 42 that
 search_vector asks at k = 10), re-ranked by exact cosine distance on the stored
 512-d vectors, the best 42 returned; the build includes fitting the projection.

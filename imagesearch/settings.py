@@ -260,7 +260,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
-    # The reads every request makes (gallery/sql.py) become prepared statements
+    # The reads every request makes (gallery/search/reads.py) become prepared statements
     # after a few uses: PostgreSQL then plans them once per connection, not on
     # every request. (Django's own queries are never prepared.) Turn off behind a
     # pooler that cannot keep them: PgBouncer in transaction mode before 1.21.

@@ -1,8 +1,9 @@
-"""Who may see an image is stated three times: ImageQuerySet.visible_to (the
-ORM, for listings), Image.is_visible_to (one row, for image_for_view) and
-reads.visible_candidates (one gallery, for search results). These tests hold the
-three equal over every combination that matters, and the prepared reads of
-gallery/sql.py and gallery/auth.py equal to what the ORM reads."""
+"""Who may see an image is stated once (gallery/access.py) and rendered three
+ways: a Q for ImageQuerySet.visible_to (listings), a row check for
+Image.is_visible_to (image_for_view) and an SQL predicate in
+reads.visible_candidates (search results). These tests hold the three equal over
+every combination that matters, the prepared reads of gallery/search/reads.py
+equal to what the ORM reads, and the session path to Django's checks."""
 
 import itertools
 from datetime import timedelta

@@ -16,6 +16,9 @@ def _count_column(name, description):
 
 
 class GalleryAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": ["gallery/admin.css"]}
+
     change_form_template = "admin/gallery/gallery_change_form.html"
     list_display = (
         "title",

@@ -18,15 +18,14 @@ from gallery.models import Image, ModerationEvent, ModerationState
 DEFAULT_REJECT_REASON = "Rejected by staff."
 
 
-def _thumb(image, size=80):
+def _thumb(image, large=False):
     if not image.thumbnail:
         return "—"
     return format_html(
-        '<img src="{}" alt="{}" loading="lazy" style="max-width:{}px;max-height:{}px;border-radius:3px">',
+        '<img src="{}" alt="{}" loading="lazy" class="{}">',
         reverse("image_thumb", args=[image.pk]),
         image.original_name,
-        size,
-        size,
+        "gallery-thumb-large" if large else "gallery-thumb",
     )
 
 
@@ -70,6 +69,9 @@ class FlaggedFilter(admin.SimpleListFilter):
 
 
 class ImageAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": ["gallery/admin.css"]}
+
     action_form = ImageActionForm
     change_form_template = "admin/gallery/image_change_form.html"
     list_display = (
@@ -185,7 +187,7 @@ class ImageAdmin(admin.ModelAdmin):
     def flag(self, obj):
         if not obj.flagged:
             return ""
-        return format_html('<span title="{}" style="color:#b00020">⚑ {}</span>', obj.flag_reason, obj.flag_reason)
+        return format_html('<span title="{}" class="gallery-flag">⚑ {}</span>', obj.flag_reason, obj.flag_reason)
 
     @admin.display(description="Auto-flag")
     def flag_details(self, obj):
@@ -197,14 +199,14 @@ class ImageAdmin(admin.ModelAdmin):
             '{}<br><a href="{}">{}</a>',
             obj.flag_reason,
             reverse("admin:gallery_image_change", args=[obj.flag_match_id]),
-            _thumb(obj.flag_match, 120) if obj.flag_match else "the rejected image",
+            _thumb(obj.flag_match, large=True) if obj.flag_match else "the rejected image",
         )
 
     @admin.display(description="Preview")
     def preview(self, obj):
         return format_html(
             '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
-            'style="max-width:min(100%,900px);max-height:720px;background:#eee"></a>'
+            'class="gallery-preview"></a>'
             '<div class="help">{} × {} px. Click for the original.</div>',
             reverse("image_file", args=[obj.pk]),
             reverse("image_file", args=[obj.pk]),
@@ -220,12 +222,11 @@ class ImageAdmin(admin.ModelAdmin):
             return "No rejected image of this gallery to compare with."
         return format_html_join(
             "",
-            '<div style="display:inline-block;margin:0 12px 8px 0;text-align:center">'
-            '<a href="{}">{}</a><br>distance {}<br><small>{}</small></div>',
+            '<div class="gallery-neighbour"><a href="{}">{}</a><br>distance {}<br><small>{}</small></div>',
             (
                 (
                     reverse("admin:gallery_image_change", args=[m.image.pk]),
-                    _thumb(m.image, 120),
+                    _thumb(m.image, large=True),
                     f"{m.distance:.4f}",
                     m.image.moderation_note or "",
                 )
