@@ -61,7 +61,7 @@ def backbone_registered(app_configs, **kwargs):
     return []
 
 
-@register(Tags.database)
+@register(Tags.compatibility)
 def reads_written_for_this_django(app_configs, **kwargs):
     # gallery.search.reads uses Django's PostgreSQL server-binding cursor and
     # DatabaseWrapper._prepare_cursor, which are not public API.

@@ -24,3 +24,25 @@ def test_random_weights_in_production_are_warned_about(settings):
     settings.DEBUG = False
     settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
     assert "gallery.W002" in ids(run_checks())
+
+
+def test_an_unknown_backbone_is_an_error(settings):
+    settings.IMAGESEARCH_BACKBONE = "resnet9000"
+    errors = [m for m in run_checks() if m.id == "gallery.E002"]
+    assert errors and "resnet9000" in errors[0].msg and "vgg16" in errors[0].msg
+
+
+def test_a_missing_weights_file_is_an_error(settings, tmp_path):
+    settings.IMAGESEARCH_BACKBONE = "vgg16"
+    settings.IMAGESEARCH_VGG16_WEIGHTS = str(tmp_path / "gone.h5")
+    assert "gallery.E003" in ids(run_checks())
+    settings.IMAGESEARCH_VGG16_WEIGHTS = "imagenet"
+    assert "gallery.E003" not in ids(run_checks())
+
+
+def test_the_hot_path_sql_warns_on_another_django_release(monkeypatch):
+    from gallery.search import reads
+
+    assert "gallery.W003" not in ids(run_checks())
+    monkeypatch.setattr(reads, "DJANGO_VERSION", (4, 2))
+    assert "gallery.W003" in ids(run_checks())
