@@ -226,13 +226,7 @@ class RedisServer:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        redis_broker.terminate(self.proc)
         wait_for(lambda: not self.ping(), timeout=15, interval=0.1, message=f"redis-server on port {self.port} to stop")
 
     def __enter__(self):

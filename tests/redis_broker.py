@@ -63,6 +63,17 @@ def server_command(binary, port, directory):
     ]
 
 
+def terminate(proc):
+    """Stop a server process: TERM, then KILL after 15 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -132,13 +143,7 @@ class SessionRedis:
         raise pytest.UsageError(f"the test suite's private redis-server did not start ({self.binary}):\n{tail}")
 
     def stop(self, remove=True):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        terminate(self.proc)
         if remove:
             self._remove()
 

@@ -1,7 +1,6 @@
 import importlib
 
 from django.db import migrations
-from django.utils import timezone
 
 _0006 = importlib.import_module("gallery.migrations.0006_session_with_user")
 
@@ -17,14 +16,12 @@ def copy_sessions_back(apps, schema_editor):
     # Django's table has not been written since 0006: what is left there is stale,
     # and would otherwise bring back sessions that were signed out meanwhile.
     New.objects.all().delete()
-    batch = []
-    for old in Old.objects.filter(expire_date__gt=timezone.now()).iterator(chunk_size=2000):
+
+    def row(old):
         session_data, _user_id = _0006.current_backend_data(store, old.session_data)
-        batch.append(New(session_key=old.session_key, session_data=session_data, expire_date=old.expire_date))
-        if len(batch) >= 2000:
-            New.objects.bulk_create(batch, ignore_conflicts=True)
-            batch = []
-    New.objects.bulk_create(batch, ignore_conflicts=True)
+        return New(session_key=old.session_key, session_data=session_data, expire_date=old.expire_date)
+
+    _0006.copy_unexpired(Old, New, row)
 
 
 class Migration(migrations.Migration):
