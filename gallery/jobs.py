@@ -9,8 +9,9 @@ task module (and services never import tasks).
 
 import logging
 import time
+from collections.abc import Iterable, Sequence
 
-from celery import current_app
+from celery import Task, current_app
 from django.conf import settings
 from django.db import transaction
 
@@ -26,28 +27,28 @@ BROKER_BACKOFF_SECONDS = 5.0
 _broker_down_until = 0.0
 
 
-def task_size():
+def task_size() -> int:
     """Images per embed task: a few model batches, so decoding overlaps inference."""
     return settings.IMAGESEARCH_EMBED_BATCH_SIZE * 4
 
 
-def _task(name):
+def _task(name: str) -> Task:
     # By name: the registry is filled when GalleryConfig.ready() imports gallery.tasks.
     return current_app.tasks[name]
 
 
-def broker_backoff_active():
+def broker_backoff_active() -> bool:
     """True while this process is skipping the broker after a failed publish."""
     return time.monotonic() < _broker_down_until
 
 
-def reset():
+def reset() -> None:
     """Forget a recent broker failure (a new process, or a test, starts clean)."""
     global _broker_down_until
     _broker_down_until = 0.0
 
 
-def send_embed_task(image_ids):
+def send_embed_task(image_ids: Sequence[int]) -> None:
     """Publish one embed task for these images now; when the broker is down, leave them pending."""
     global _broker_down_until
     if broker_backoff_active():
@@ -60,7 +61,7 @@ def send_embed_task(image_ids):
         logger.warning("could not queue embedding of %d image(s); they stay pending", len(image_ids), exc_info=True)
 
 
-def publish_embedding(image_ids):
+def publish_embedding(image_ids: Iterable[int]) -> None:
     """Publish embed tasks now, in task-sized batches."""
     ids = list(image_ids)
     step = task_size()
@@ -68,7 +69,7 @@ def publish_embedding(image_ids):
         send_embed_task(ids[start : start + step])
 
 
-def queue_embedding(image_ids):
+def queue_embedding(image_ids: Iterable[int]) -> int:
     """Queue embedding of these images once the transaction commits. Return how many."""
     ids = list(image_ids)
     if ids:
@@ -76,7 +77,7 @@ def queue_embedding(image_ids):
     return len(ids)
 
 
-def publish_rebuild(gallery_id):
+def publish_rebuild(gallery_id: int) -> bool:
     """Publish a rebuild of one gallery's index now. Return False when the broker cannot be reached."""
     try:
         _task(REBUILD_INDEX).delay(gallery_id)
@@ -86,6 +87,6 @@ def publish_rebuild(gallery_id):
     return True
 
 
-def queue_rebuild(gallery_id):
+def queue_rebuild(gallery_id: int) -> None:
     """Queue a rebuild of one gallery's index once the transaction commits."""
     transaction.on_commit(lambda: publish_rebuild(gallery_id))

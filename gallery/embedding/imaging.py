@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
@@ -66,6 +67,7 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as img:
                 fmt = img.format
+                assert fmt is not None  # opened with formats=ACCEPTED_FORMATS: always one of them
                 width, height = img.size
                 if width < 1 or height < 1:
                     raise InvalidImage("The image has no pixels.")
@@ -124,7 +126,7 @@ def open_oriented(data: bytes, draft_size: int | None = None) -> PILImage.Image:
     With `draft_size`, a JPEG much larger than that is decoded at a reduced
     scale (libjpeg's DCT scaling), which is several times cheaper.
     """
-    img = PILImage.open(io.BytesIO(data))
+    img: PILImage.Image = PILImage.open(io.BytesIO(data))
     if draft_size and img.format == "JPEG":
         # Draft keeps both sides >= the requested size, so quality is unchanged at 224.
         img.draft("RGB", (draft_size, draft_size))
@@ -132,17 +134,17 @@ def open_oriented(data: bytes, draft_size: int | None = None) -> PILImage.Image:
     return to_rgb(img)
 
 
-def model_input(data: bytes, size: int, draft: bool = True) -> np.ndarray:
+def model_input(data: bytes, size: int, draft: bool = True) -> npt.NDArray[np.float32]:
     """Decode to a model's input: (size, size, 3) float32 RGB in 0..255, squashed to size."""
     img = open_oriented(data, draft_size=size * 2 if draft else None)
-    img = img.resize((size, size), PILImage.BILINEAR, reducing_gap=2.0)
+    img = img.resize((size, size), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(img, dtype=np.float32)  # (size, size, 3)
 
 
 def thumbnail_jpeg(data: bytes, size: int = THUMB_SIZE) -> bytes:
     """Return a JPEG thumbnail whose longer side is at most `size`."""
     img = open_oriented(data, draft_size=size)
-    img.thumbnail((size, size), PILImage.LANCZOS)
+    img.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     out = io.BytesIO()
     img.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue()

@@ -7,9 +7,12 @@ that lost its claim writes nothing.
 
 import logging
 import uuid
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -22,7 +25,7 @@ from gallery.models import EmbeddingState, Image, SystemNotice
 logger = logging.getLogger(__name__)
 
 
-def claim(image_ids, fill_to=0):
+def claim(image_ids: Iterable[int], fill_to: int = 0) -> tuple[uuid.UUID, list[Image]]:
     """Claim pending images (or ones whose previous claim is stale) by conditional UPDATE.
 
     Return (token, claimed images). Only rows this call switched carry `token`,
@@ -55,7 +58,7 @@ def claim(image_ids, fill_to=0):
     return token, list(Image.objects.filter(claim_token=token).order_by("pk"))
 
 
-def release(token, ids=None):
+def release(token: uuid.UUID, ids: Collection[int] | None = None) -> None:
     """Put a claim's images (or some of them) back to pending at once."""
     qs = Image.objects.filter(claim_token=token, embedding_state=EmbeddingState.PROCESSING)
     if ids is not None:
@@ -63,12 +66,12 @@ def release(token, ids=None):
     qs.update(embedding_state=EmbeddingState.PENDING, claim_token=None, claimed_at=None)
 
 
-def touch(token):
+def touch(token: uuid.UUID) -> None:
     """Renew a claim, so a long task's images are not taken for lost by the reconciler."""
     Image.objects.filter(claim_token=token, embedding_state=EmbeddingState.PROCESSING).update(claimed_at=timezone.now())
 
 
-def decode(image):
+def decode(image: Image) -> npt.NDArray[np.float32] | imaging.InvalidImage:
     """Return the model input (S, S, 3) float32 or an InvalidImage; raise OSError on storage trouble."""
     try:
         with image.file.open("rb") as fh:
@@ -84,7 +87,7 @@ def decode(image):
         return imaging.InvalidImage(f"The image could not be decoded ({type(exc).__name__}: {exc}).")
 
 
-def embed(image_ids):
+def embed(image_ids: Iterable[int]) -> tuple[int, dict[int, list[int]]]:
     """Embed the given images, batch by batch. Safe to run twice: only claimed rows are written.
 
     Return (number made ready, {gallery_id: [claimed pks]}). Raise OSError on
@@ -93,7 +96,7 @@ def embed(image_ids):
     pending and a SystemNotice says why.
     """
     token, images = claim(image_ids, fill_to=jobs.task_size())
-    claimed = {}
+    claimed: dict[int, list[int]] = {}
     for img in images:
         claimed.setdefault(img.gallery_id, []).append(img.pk)
     if not images:
@@ -135,7 +138,7 @@ def embed(image_ids):
                 release(token)  # pending again at once, not after the stuck timeout
                 raise
             now = timezone.now()
-            written = []
+            written: list[int] = []
             with transaction.atomic():
                 for (img, _), vec in zip(good, batch_vectors, strict=True):
                     # The token check makes a redelivered or stale task write nothing.
@@ -158,7 +161,7 @@ def embed(image_ids):
     return done, claimed
 
 
-def reconcile(*, broker_idle):
+def reconcile(*, broker_idle: bool) -> list[int]:
     """Find work that was lost (a killed worker, a broker outage) and queue it again.
 
     Images claimed longer than IMAGESEARCH_STUCK_AFTER_SECONDS go back to pending,

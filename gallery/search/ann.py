@@ -7,11 +7,19 @@ distances returned are exact and only membership of the pool is approximate.
 The figures behind each constant are in docs/benchmarks.md ("Search").
 """
 
+from collections.abc import Callable
+from typing import Final, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 from annoy import AnnoyIndex
 
 from gallery.search.projection import INDEX_DIM
 
-METRIC = "euclidean"  # in the projected space: unit vectors, so the same order as cosine
+# What a forest is, for modules that must not import Annoy themselves.
+Forest: TypeAlias = AnnoyIndex
+
+METRIC: Final = "euclidean"  # in the projected space: unit vectors, so the same order as cosine
 # Candidates ranked exactly per query: at least POOL, and twice the results
 # asked for. 128 covers a cluster of ~100 near-duplicates, whose order the
 # projection blurs.
@@ -22,7 +30,7 @@ ON_DISK_BUILD_ITEMS = 200_000
 CHUNK = 8192  # rows projected and added at a time: bounds the Python floats alive at once
 
 
-def n_trees_for(count):
+def n_trees_for(count: int) -> int:
     """Return the number of trees for `count` items: more trees, better recall, slower build.
 
     32 trees find every true neighbour below 50k items; 64 lift recall at 1M
@@ -33,12 +41,12 @@ def n_trees_for(count):
     return 64
 
 
-def pool_for(n, count):
+def pool_for(n: int, count: int) -> int:
     """Return how many candidates Annoy is asked for when a query wants `n` results."""
     return min(count, max(POOL, 2 * n))
 
 
-def search_k_for(n_trees, n, count):
+def search_k_for(n_trees: int, n: int, count: int) -> int:
     """Return Annoy's search_k (roughly, how many item distances one query computes) for `n` results.
 
     Calibrated with the trees of n_trees_for() and a pool of 128 for recall@10
@@ -50,7 +58,13 @@ def search_k_for(n_trees, n, count):
     return max(8 * pool, int(1_600 * (count / 100_000) ** 1.9))
 
 
-def build_forest(path, vectors, project, n_trees, seed):
+def build_forest(
+    path: str,
+    vectors: npt.NDArray[np.float32],
+    project: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+    n_trees: int,
+    seed: int,
+) -> None:
     """Build the forest over `project(vectors)` and write it to `path` (str).
 
     `vectors` is (N, D) float32; `project` maps a (B, D) chunk to (B, INDEX_DIM).
@@ -74,17 +88,17 @@ def build_forest(path, vectors, project, n_trees, seed):
     forest.unload()
 
 
-def load_forest(path):
+def load_forest(path: str) -> Forest:
     """Memory-map a forest file (pages are shared between processes). The caller has verified it."""
     forest = AnnoyIndex(INDEX_DIM, METRIC)
     forest.load(path)
     return forest
 
 
-def query(forest, projected, pool, search_k):
+def query(forest: Forest, projected: npt.NDArray[np.float32], pool: int, search_k: int) -> list[int]:
     """Return the positions of the `pool` approximate nearest items to `projected` ((INDEX_DIM,))."""
     return forest.get_nns_by_vector(projected.tolist(), pool, search_k=search_k)
 
 
-def item_count(forest):
+def item_count(forest: Forest) -> int:
     return forest.get_n_items()

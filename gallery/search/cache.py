@@ -23,7 +23,7 @@ _load_locks: dict[tuple[int, int], threading.Lock] = {}  # one thread verifies a
 _broken: dict[tuple[int, int], tuple[float | None, str]] = {}  # -> (retry_at or None, reason)
 
 
-def load(ref):
+def load(ref: store.Ref) -> store.Loaded:
     """Return the opened version `ref` names, opening and verifying it on first use. Raise IndexUnavailable."""
     key = (ref.gallery_id, ref.version)
     with _lock:
@@ -67,13 +67,13 @@ def load(ref):
     return loaded
 
 
-def loaded_versions():
+def loaded_versions() -> list[tuple[int, int]]:
     """Return the (gallery_id, version) pairs open in this process, least recently used first."""
     with _lock:
         return list(_cache)
 
 
-def evict(gallery_id=None):
+def evict(gallery_id: int | None = None) -> None:
     """Forget loaded and broken versions in this process (all, or one gallery's)."""
     with _lock:
         for table in (_cache, _broken):
@@ -81,14 +81,14 @@ def evict(gallery_id=None):
                 del table[key]
 
 
-def is_broken(gallery_id, version):
+def is_broken(gallery_id: int, version: int) -> str | None:
     """Return the reason this process gave up on a version, or None."""
     with _lock:
         broken = _broken.get((gallery_id, version))
     return broken[1] if broken else None
 
 
-def remove_gallery(gallery_id):
+def remove_gallery(gallery_id: int) -> None:
     """Forget a deleted gallery here and delete its index files."""
     evict(gallery_id)
     store.remove_gallery_files(gallery_id)

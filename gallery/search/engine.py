@@ -1,18 +1,24 @@
 """Similarity search over a gallery: index candidates, the delta, exact re-rank, visibility, paging."""
 
+from __future__ import annotations
+
 import functools
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
+from typing import Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
+from django.db.models import QuerySet
 
 from gallery import access, embedding, vectors
 from gallery.models import EmbeddingState, Gallery, Image, Visibility
 from gallery.search import ann, cache, projection, reads
-from gallery.search.store import IndexUnavailable, ref_for
+from gallery.search.store import IndexUnavailable, Ref, ref_for
 
 logger = logging.getLogger(__name__)
 
@@ -24,20 +30,28 @@ EXACT_CHUNK = 4096  # rows per step of an exact scan: bounds memory at any galle
 
 @dataclass
 class Match:
-    image: "reads.ResultImage | Image"  # a result card uses pk, original_name, get_absolute_url()
+    image: reads.ResultImage | Image  # a result card uses pk, original_name, get_absolute_url()
     distance: float  # cosine distance, 0 (same direction) .. 2
     rank: int = 0
 
     @property
-    def similarity(self):
+    def similarity(self) -> float:
         """Cosine similarity as a percentage, 0..100."""
         return max(0.0, min(100.0, (1.0 - self.distance) * 100.0))
+
+
+class _Candidates(Protocol):
+    """reads.visible_candidates with the gallery, the viewer and the excluded image bound."""
+
+    def __call__(self, *, pks: Sequence[int], recent_after: datetime, new_after: datetime) -> list[reads.Candidate]: ...
 
 
 # --- One index version ------------------------------------------------------
 
 
-def index_search(ref, vector, n, search_k=None):
+def index_search(
+    ref: Ref, vector: npt.ArrayLike, n: int, search_k: int | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Return the approximate `n` nearest items of an index version to `vector`.
 
     Returns (pks, distances): (M,) int64 and (M,) float32 cosine distances
@@ -50,15 +64,15 @@ def index_search(ref, vector, n, search_k=None):
     n = min(n, ref.item_count)
     projected = projection.project(loaded.pca, query)  # (d,)
     pool = ann.pool_for(n, ref.item_count)
-    positions = ann.query(loaded.forest, projected, pool, search_k or ann.search_k_for(ref.n_trees, n, ref.item_count))
-    positions = np.asarray(positions, dtype=np.int64)  # (P,) the pool, in projected order
+    found = ann.query(loaded.forest, projected, pool, search_k or ann.search_k_for(ref.n_trees, n, ref.item_count))
+    positions = np.asarray(found, dtype=np.int64)  # (P,) the pool, in projected order
     distances = vectors.cosine_distances(loaded.vectors[positions], query)  # (P,) exact re-rank
     pks = loaded.ids[positions]  # (P,)
     order = np.lexsort((pks, distances))[:n]  # (M,)
     return pks[order], distances[order]
 
 
-def index_contains(ref, pks):
+def index_contains(ref: Ref, pks: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Return a boolean mask: which of `pks` ((P,) int64) are items of this index version."""
     loaded = cache.load(ref)
     pks = np.asarray(pks, dtype=np.int64)  # (P,)
@@ -68,7 +82,7 @@ def index_contains(ref, pks):
     return loaded.ids[at] == pks
 
 
-def index_vector(ref, pk):
+def index_vector(ref: Ref, pk: int) -> npt.NDArray[np.float32] | None:
     """Return the (D,) float32 vector this version holds for image `pk`, or None if it holds none."""
     loaded = cache.load(ref)
     at = int(np.searchsorted(loaded.ids, pk))
@@ -80,7 +94,16 @@ def index_vector(ref, pk):
 # --- A gallery, as one viewer sees it ---------------------------------------
 
 
-def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None, exclude_id=None):
+def search_vector(
+    *,
+    user: access.Viewer,
+    gallery: Gallery,
+    vector: npt.ArrayLike,
+    k: int | None = None,
+    offset: int = 0,
+    max_distance: float | None = None,
+    exclude_id: int | None = None,
+) -> list[Match]:
     """Return the nearest images of `gallery` to `vector` that `user` may see, nearest first.
 
     `gallery` is one `user` may open (selectors.gallery_for_view, image_for_view).
@@ -99,7 +122,7 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
     if not sees_all and gallery.visibility != Visibility.PUBLIC:
         return []
 
-    def base():
+    def base() -> QuerySet[Image]:
         # No ORDER BY: results are ranked by distance here, never by the model's ordering.
         rows = Image.objects.searchable().visible_to(user).filter(gallery=gallery, embedding_version=version).order_by()
         return rows.exclude(pk=exclude_id) if exclude_id is not None else rows
@@ -130,7 +153,15 @@ def search_vector(*, user, gallery, vector, k=None, offset=0, max_distance=None,
     return _matches(gallery, pks, dist, offset, want)
 
 
-def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distance):
+def _search_indexed(
+    candidates: _Candidates,
+    base: Callable[[], QuerySet[Image]],
+    ref: Ref,
+    snapshot_at: datetime,
+    vector: npt.NDArray[np.float32],
+    want: int,
+    max_distance: float | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[int, str]]:
     """Return (pks, distances, {pk: name}) of at least the best `want` visible candidates, nearest first.
 
     One query per round answers what the index cannot: which candidates the
@@ -138,8 +169,8 @@ def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distan
     (the delta). The delta's vectors are fetched only when there is one.
     """
     cutoff = snapshot_at - SNAPSHOT_MARGIN
-    delta_pks = delta_dist = None
-    names = {}
+    delta: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+    names: dict[int, str] = {}
     # Hidden, rejected or deleted items still in the index may crowd the first
     # candidates out: ask the index for more until `want` visible ones are found.
     # The first round asks for a quarter more (at least 8): each candidate is a
@@ -149,8 +180,9 @@ def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distan
         found_pks, found_dist = index_search(ref, vector, n)  # (M,), (M,) nearest first
         rows = candidates(pks=found_pks.tolist(), recent_after=cutoff, new_after=snapshot_at)
         names.update((pk, name) for pk, name, _recent, _new in rows)
-        if delta_pks is None:
-            delta_pks, delta_dist = _delta(base, ref, rows, vector)
+        if delta is None:
+            delta = _delta(base, ref, rows, vector)
+        delta_pks, delta_dist = delta
         # Re-embedded since the build: the delta's vector wins. (Sets, not np.isin:
         # on a few dozen items np.isin sorts, about five times the cost.)
         visible = {row[0] for row in rows}.difference(delta_pks.tolist())
@@ -171,7 +203,9 @@ def _search_indexed(candidates, base, ref, snapshot_at, vector, want, max_distan
         n = min(ref.item_count, n * 8)  # rare, so ask generously: the deeper the rank, the wider the pool must be
 
 
-def _delta(base, ref, rows, vector):
+def _delta(
+    base: Callable[[], QuerySet[Image]], ref: Ref, rows: Sequence[reads.Candidate], vector: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Return (pks (R,), distances (R,)) of visible images the index does not hold.
 
     Those embedded after the build read the table, plus any embedded shortly
@@ -184,12 +218,22 @@ def _delta(base, ref, rows, vector):
         pks = pks[new | ~index_contains(ref, pks)]
     if not len(pks):
         return pks, np.zeros(0, dtype=np.float32)
-    found = list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+    # Searchable rows are embedded: their vector is never NULL.
+    found = cast(
+        "list[tuple[int, vectors.Blob]]", list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+    )
     pks = np.array([pk for pk, _ in found], dtype=np.int64)  # (R,)
     return pks, vectors.cosine_distances(vectors.matrix([e for _, e in found], len(vector)), vector)  # (R,)
 
 
-def _matches(gallery, pks, dist, offset, want, names=None):
+def _matches(
+    gallery: Gallery,
+    pks: npt.NDArray[np.int64],
+    dist: npt.NDArray[np.float32],
+    offset: int,
+    want: int,
+    names: dict[int, str] | None = None,
+) -> list[Match]:
     """Turn ranked visible (pks, distances) into Match rows for the page [offset, want).
 
     A result card shows an image's name and links by pk: Match.image is a
@@ -207,7 +251,9 @@ def _matches(gallery, pks, dist, offset, want, names=None):
     ]
 
 
-def exact_scan(rows_qs, queries, k):
+def exact_scan(
+    rows_qs: QuerySet[Image], queries: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Brute-force the k nearest rows of `rows_qs` to each query, scanning in chunks.
 
     `queries` is (Q, D) float32. Returns (pks, distances), each (Q, <=k),
@@ -216,7 +262,11 @@ def exact_scan(rows_qs, queries, k):
     dim = queries.shape[1]
     best_pks = np.zeros((len(queries), 0), dtype=np.int64)  # (Q, <=k)
     best_dist = np.zeros((len(queries), 0), dtype=np.float32)  # (Q, <=k)
-    rows = rows_qs.order_by().values_list("pk", "embedding").iterator(chunk_size=EXACT_CHUNK)
+    # The rows are searchable ones (embedded): their vector is never NULL.
+    rows = cast(
+        "Iterator[tuple[int, vectors.Blob]]",
+        rows_qs.order_by().values_list("pk", "embedding").iterator(chunk_size=EXACT_CHUNK),
+    )
     while True:
         chunk = list(islice(rows, EXACT_CHUNK))
         if not chunk:
@@ -231,7 +281,14 @@ def exact_scan(rows_qs, queries, k):
     return best_pks, best_dist
 
 
-def similar_images(*, user, image, k=None, offset=0, max_distance=None):
+def similar_images(
+    *,
+    user: access.Viewer,
+    image: Image,
+    k: int | None = None,
+    offset: int = 0,
+    max_distance: float | None = None,
+) -> list[Match]:
     """Return the images of the same gallery nearest `image`, excluding itself."""
     if image.embedding_state != EmbeddingState.READY:
         return []
@@ -245,7 +302,7 @@ def similar_images(*, user, image, k=None, offset=0, max_distance=None):
     )
 
 
-def _indexed_vector(image):
+def _indexed_vector(image: Image) -> npt.NDArray[np.float32] | None:
     """Return the image's vector as its gallery's current index holds it, or None.
 
     Saves reading the 2 KB embedding column (which PostgreSQL stores out of

@@ -1,6 +1,7 @@
 """The PCA projection an index searches in: fitted per build on the gallery's own vectors."""
 
 import numpy as np
+import numpy.typing as npt
 
 # The forest is built over vectors projected to INDEX_DIM by PCA. On
 # bench/search.py's clustered data, the exact nearest 128 in 128 dimensions hold
@@ -11,7 +12,7 @@ INDEX_DIM = 128
 PCA_SAMPLE = 20_000  # rows the projection is fitted on: the spectrum settles well before
 
 
-def fit_projection(vectors, seed=0):
+def fit_projection(vectors: npt.NDArray[np.floating], seed: int = 0) -> npt.NDArray[np.float32]:
     """Return the (1 + INDEX_DIM, D) float32 projection of `vectors` ((N, D) float32).
 
     Row 0 is the mean of a seeded sample of at most PCA_SAMPLE rows, then the
@@ -45,6 +46,6 @@ def fit_projection(vectors, seed=0):
     return pca
 
 
-def project(pca, vectors):
+def project(pca: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Return vectors ((B, D) or (D,)) projected with `pca`: (B, INDEX_DIM) or (INDEX_DIM,)."""
     return (vectors - pca[0]) @ pca[1:].T

@@ -1,14 +1,19 @@
 """How good served results are: exact search as the reference, and recall of the served results against it."""
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from gallery import embedding
-from gallery.models import Image
+from gallery.models import Gallery, Image
 from gallery.search.engine import exact_scan, search_vector
 from gallery.vectors import matrix
 
 
-def exact_search(*, gallery, vectors, k, exclude_ids=None):
+def exact_search(
+    *, gallery: Gallery, vectors: npt.ArrayLike, k: int, exclude_ids: Sequence[int] | None = None
+) -> list[list[int]]:
     """Return, per query, the k nearest searchable image pks of the gallery by brute force.
 
     `vectors` is (Q, D); `exclude_ids` (Q,) optionally drops one pk per query
@@ -18,7 +23,7 @@ def exact_search(*, gallery, vectors, k, exclude_ids=None):
     rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
     extra = 0 if exclude_ids is None else 1
     pks, _dist = exact_scan(rows, queries, k + extra)
-    result = []
+    result: list[list[int]] = []
     for q, row in enumerate(pks.tolist()):
         if exclude_ids is not None:
             row = [pk for pk in row if pk != exclude_ids[q]]
@@ -26,7 +31,7 @@ def exact_search(*, gallery, vectors, k, exclude_ids=None):
     return result
 
 
-def index_recall(*, gallery, sample=200, k=10, seed=0):
+def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int = 0) -> dict[str, int | float | None]:
     """Measure served "find similar" results against exact search on a sample of the gallery.
 
     Each sampled image is a query (excluding itself) answered as its owner sees
@@ -36,7 +41,7 @@ def index_recall(*, gallery, sample=200, k=10, seed=0):
     rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
     pks = np.array(rows.order_by("pk").values_list("pk", flat=True), dtype=np.int64)  # (N,)
     build = gallery.current_build()
-    info = {
+    info: dict[str, int | float | None] = {
         "queries": 0,
         "k": k,
         "recall": None,
@@ -46,12 +51,12 @@ def index_recall(*, gallery, sample=200, k=10, seed=0):
     }
     if len(pks) < 2:
         return info
-    chosen = np.random.default_rng(seed).choice(pks, size=min(sample, len(pks)), replace=False)  # (S,)
-    found = dict(rows.filter(pk__in=chosen.tolist()).values_list("pk", "embedding"))
-    chosen = [int(pk) for pk in chosen if int(pk) in found]
+    drawn = np.random.default_rng(seed).choice(pks, size=min(sample, len(pks)), replace=False)  # (S,)
+    found = dict(rows.filter(pk__in=drawn.tolist()).values_list("pk", "embedding"))
+    chosen = [int(pk) for pk in drawn if int(pk) in found]
     queries = matrix([found[pk] for pk in chosen], embedding.dim())  # (S, D)
     truth = exact_search(gallery=gallery, vectors=queries, k=k, exclude_ids=chosen)
-    recalls = []
+    recalls: list[float] = []
     for pk, vec, exact in zip(chosen, queries, truth, strict=True):
         served = {
             m.image.pk for m in search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)

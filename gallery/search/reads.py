@@ -10,11 +10,20 @@ PostgreSQL server-binding cursor and _prepare_cursor); gallery.checks warns
 when Django is not the version they were written for.
 """
 
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from functools import cache, lru_cache
+from typing import Any, Generic, TypeAlias, TypeVar
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Field, Model
+from django.db.models.expressions import Col
 from django.urls import reverse
 
 from gallery import access
@@ -23,25 +32,35 @@ from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 # The Django release whose private cursor API _cursor() uses (gallery.checks).
 DJANGO_VERSION = (5, 2)
 
+# (pk, original_name, is_recent, is_new): a row of visible_candidates().
+Candidate: TypeAlias = tuple[int, str, bool, bool]
 
-class _Select:
+# What these statements bind: ids, names, states, adapted timestamps; on PostgreSQL a list of ids.
+_Param: TypeAlias = int | str | UUID | list[int] | None
+
+_M = TypeVar("_M", bound=Model)
+
+
+class _Select(Generic[_M]):
     """The columns of one model in a SELECT, and how to turn them into an instance."""
 
-    def __init__(self, model, alias, defer=()):
+    def __init__(self, model: type[_M], alias: str, defer: Collection[str] = ()) -> None:
         self.model = model
         # A deferred field is loaded by its own query when first read, as with QuerySet.defer().
-        self.fields = [f for f in model._meta.concrete_fields if f.name not in defer]
+        self.fields: list[Field[Any, Any]] = [f for f in model._meta.concrete_fields if f.name not in defer]
         self.attnames = [f.attname for f in self.fields]
         q = connection.ops.quote_name
-        self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)
-        self.converters = []  # (position, [converter], expression) as the ORM's compiler keeps them
+        self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)  # type: ignore[arg-type]  # a concrete field always has a column
+        # (position, [converter], expression) as the ORM's compiler keeps them; a converter
+        # takes (value, expression, connection) and returns the Python value.
+        self.converters: list[tuple[int, list[Callable[..., Any]], Col]] = []
         for i, field in enumerate(self.fields):
             col = field.get_col(alias)
             found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
             if found:
                 self.converters.append((i, found, col))
 
-    def instance(self, row, db):
+    def instance(self, row: Sequence[Any], db: BaseDatabaseWrapper) -> _M:
         """Build the model instance from this model's slice of a row read through `db`."""
         values = list(row)
         for i, found, col in self.converters:
@@ -52,21 +71,21 @@ class _Select:
         return self.model.from_db(db.alias, self.attnames, values)
 
 
-def _table(model):
+def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _q(name):
+def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _db():
+def _db() -> BaseDatabaseWrapper:
     """The default connection itself. (`django.db.connection` is a proxy that looks
     the connection up again on every attribute: dozens of times per request here.)"""
     return connections[DEFAULT_DB_ALIAS]
 
 
-def _cursor(db):
+def _cursor(db: BaseDatabaseWrapper) -> CursorWrapper:
     """A cursor for these statements, wrapped as Django wraps its own (errors, query log).
 
     On PostgreSQL it binds parameters on the server (Django's default cursor
@@ -81,20 +100,22 @@ def _cursor(db):
 
     db.close_if_health_check_failed()
     db.ensure_connection()
-    cursor = ServerBindingCursor(db.connection)
-    cursor.format = Format.BINARY
+    # django-stubs declares ServerBindingCursor without its psycopg.Cursor base,
+    # and leaves out the private _prepare_cursor.
+    cursor = ServerBindingCursor(db.connection)  # type: ignore[call-arg]
+    cursor.format = Format.BINARY  # type: ignore[attr-defined]
     with db.wrap_database_errors:
-        return db._prepare_cursor(cursor)
+        return db._prepare_cursor(cursor)  # type: ignore[attr-defined]
 
 
-def _fetch_one(db, sql, params):
+def _fetch_one(db: BaseDatabaseWrapper, sql: str, params: Sequence[_Param]) -> tuple[Any, ...] | None:
     with _cursor(db) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
 
 @cache
-def _image_query():
+def _image_query() -> tuple[str, _Select[Image], _Select[Gallery]]:
     image, gallery = _Select(Image, "i", defer=("embedding",)), _Select(Gallery, "g")
     sql = (
         f"SELECT {image.sql}, {gallery.sql} FROM {_table(Image)} i "
@@ -103,7 +124,7 @@ def _image_query():
     return sql, image, gallery
 
 
-def image_with_gallery(pk):
+def image_with_gallery(pk: int) -> Image | None:
     """Return the image with this pk, its gallery loaded (`image.gallery`), or None.
 
     One round trip instead of two; the gallery's current build comes with it as
@@ -122,7 +143,16 @@ def image_with_gallery(pk):
     return image
 
 
-def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_after, exclude_id, public_only):
+def visible_candidates(
+    *,
+    gallery_id: int,
+    embedding_version: str,
+    pks: Sequence[int],
+    recent_after: datetime,
+    new_after: datetime,
+    exclude_id: int | None,
+    public_only: bool,
+) -> list[Candidate]:
     """Return [(pk, original_name, is_recent, is_new)] of the gallery's searchable images
     among `pks`, plus every one embedded after `recent_after` (the delta candidates).
 
@@ -132,23 +162,30 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
     is_recent: embedded after `recent_after`; is_new: embedded after `new_after`.
     """
     db = _db()
-    pks = [int(pk) for pk in pks]
+    ids = [int(pk) for pk in pks]
     postgresql = db.vendor == "postgresql"
     sql, public_params = _candidates_query(
         db.vendor,
-        0 if postgresql else len(pks),
-        bool(pks),
+        0 if postgresql else len(ids),
+        bool(ids),
         exclude_id is not None,
         public_only,
         settings.IMAGESEARCH_MODERATION,
     )
     adapt = db.ops.adapt_datetimefield_value
-    recent_after, new_after = adapt(recent_after), adapt(new_after)
-    params = [recent_after, new_after, gallery_id, EmbeddingState.READY, ModerationState.REJECTED, embedding_version]
-    if pks:
+    recent_sql, new_sql = adapt(recent_after), adapt(new_after)
+    params: list[_Param] = [
+        recent_sql,
+        new_sql,
+        gallery_id,
+        EmbeddingState.READY,
+        ModerationState.REJECTED,
+        embedding_version,
+    ]
+    if ids:
         # On PostgreSQL one array parameter: the same statement for any number of candidates.
-        params += [pks] if postgresql else pks
-    params.append(recent_after)
+        params += [ids] if postgresql else ids
+    params.append(recent_sql)
     if exclude_id is not None:
         params.append(exclude_id)
     params += public_params
@@ -158,7 +195,9 @@ def visible_candidates(*, gallery_id, embedding_version, pks, recent_after, new_
 
 
 @lru_cache(maxsize=512)
-def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, moderation):
+def _candidates_query(
+    vendor: str, n_listed: int, has_pks: bool, has_exclude: bool, public_only: bool, moderation: str
+) -> tuple[str, tuple[str, ...]]:
     """The statement of visible_candidates, built once per shape, and the parameters of its visibility predicate.
 
     `moderation` is part of the shape: the predicate public_images_sql() renders depends on it.
@@ -176,7 +215,7 @@ def _candidates_query(vendor, n_listed, has_pks, has_exclude, public_only, moder
     where.append(match)
     if has_exclude:
         where.append(f"{_q('id')} <> %s")
-    public_params = []
+    public_params: list[str] = []
     if public_only:
         predicate, public_params = access.public_images_sql(_q)
         where.append(predicate)
@@ -196,24 +235,24 @@ class ResultImage:
 
     __slots__ = ("pk", "original_name", "gallery_id")
 
-    def __init__(self, pk, original_name, gallery_id):
+    def __init__(self, pk: int, original_name: str, gallery_id: int) -> None:
         self.pk, self.original_name, self.gallery_id = pk, original_name, gallery_id
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("image_detail", kwargs={"pk": self.pk})
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<ResultImage {self.pk} {self.original_name!r}>"
 
 
 @cache
-def _user_query():
-    model = get_user_model()
+def _user_query() -> tuple[str, _Select[AbstractBaseUser]]:
+    model: type[AbstractBaseUser] = get_user_model()
     sel = _Select(model, "u")
-    return f"SELECT {sel.sql} FROM {_table(model)} u WHERE u.{_q(model._meta.pk.column)} = %s", sel
+    return f"SELECT {sel.sql} FROM {_table(model)} u WHERE u.{_q(model._meta.pk.column)} = %s", sel  # type: ignore[arg-type]  # a primary key always has a column
 
 
-def user_by_pk(pk):
+def user_by_pk(pk: int | str | UUID) -> AbstractBaseUser | None:
     """Return the user with this primary key (already of the pk's type), or None."""
     sql, sel = _user_query()
     db = _db()

@@ -25,21 +25,29 @@ Annoy can crash the process on a damaged file, so nothing is handed to it before
 the sizes and the checksum of all four files have been verified.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
 from gallery.search import ann, projection
+
+if TYPE_CHECKING:
+    from gallery.models import IndexBuild
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +83,7 @@ class Ref:
     item_count: int
 
 
-def ref_for(build):
+def ref_for(build: IndexBuild) -> Ref:
     """Return the Ref of an IndexBuild row."""
     return Ref(build.gallery_id, build.version, build.checksum, build.n_trees, build.item_count)
 
@@ -83,28 +91,34 @@ def ref_for(build):
 class Loaded:
     """One verified version, opened for search."""
 
-    def __init__(self, forest, ids, vectors, pca):
+    def __init__(
+        self,
+        forest: ann.Forest,
+        ids: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32],
+        pca: npt.NDArray[np.float32],
+    ) -> None:
         self.forest = forest  # Annoy forest over (N, INDEX_DIM) projected vectors
         self.ids = ids  # (N,) int64, sorted: position -> image pk
         self.vectors = vectors  # (N, D) float32, memory-mapped: position -> unit vector
         self.pca = pca  # (1 + INDEX_DIM, D) float32, in RAM: mean, then components
 
 
-def local_dir(gallery_id):
+def local_dir(gallery_id: int) -> Path:
     return Path(settings.IMAGESEARCH_INDEX_DIR) / str(gallery_id)
 
 
-def local_paths(gallery_id, version):
+def local_paths(gallery_id: int, version: int) -> tuple[Path, ...]:
     """The four local files of a version, in SUFFIXES order."""
     base = local_dir(gallery_id) / f"v{version:06d}"
     return tuple(Path(f"{base}{s}") for s in SUFFIXES)
 
 
-def _remote_names(gallery_id, version):
+def _remote_names(gallery_id: int, version: int) -> tuple[str, ...]:
     return tuple(f"indexes/{gallery_id}/v{version:06d}{s}" for s in SUFFIXES)
 
 
-def checksum(paths):
+def checksum(paths: Iterable[str | Path]) -> str:
     """sha256 over the files' bytes in order (.ann, .ids.npy, .vec.npy, .pca.npy)."""
     h = hashlib.sha256()
     for path in paths:
@@ -114,7 +128,7 @@ def checksum(paths):
     return h.hexdigest()
 
 
-def build(gallery_id, version, ids, vectors, seed=0):
+def build(gallery_id: int, version: int, ids: npt.ArrayLike, vectors: npt.ArrayLike, seed: int = 0) -> BuiltIndex:
     """Build and publish the index of one gallery version.
 
     `ids` is an (N,) int64 array of image pks; `vectors` is (N, D) float32 of
@@ -134,7 +148,7 @@ def build(gallery_id, version, ids, vectors, seed=0):
     finals = local_paths(gallery_id, version)
     n_trees = ann.n_trees_for(len(ids))
 
-    temps = []
+    temps: list[str] = []
     for suffix in SUFFIXES:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=f"{suffix}.tmp")
         os.close(fd)
@@ -162,13 +176,13 @@ def build(gallery_id, version, ids, vectors, seed=0):
     return BuiltIndex(version=version, item_count=len(ids), n_trees=n_trees, checksum=digest, size_bytes=size)
 
 
-def _storage_is_local_cache():
+def _storage_is_local_cache() -> bool:
     # With a filesystem storage on this host the index directory already is the
     # published copy; uploading it again into MEDIA_ROOT would only double the disk.
     return not settings.S3_BUCKET
 
 
-def _publish(local_path, remote_name):
+def _publish(local_path: Path, remote_name: str) -> None:
     if _storage_is_local_cache():
         return
     if default_storage.exists(remote_name):
@@ -177,7 +191,7 @@ def _publish(local_path, remote_name):
         default_storage.save(remote_name, File(fh))
 
 
-def _fetch(local_path, remote_name):
+def _fetch(local_path: Path, remote_name: str) -> None:
     if local_path.exists():
         return
     if _storage_is_local_cache() or not default_storage.exists(remote_name):
@@ -194,7 +208,7 @@ def _fetch(local_path, remote_name):
             os.unlink(tmp)
 
 
-def _npy_shape(path, dtype):
+def _npy_shape(path: Path, dtype: str) -> tuple[int, ...]:
     """Check an .npy file's header and size without trusting it; return its shape."""
     with open(path, "rb") as fh:
         major, _minor = np.lib.format.read_magic(fh)
@@ -209,7 +223,7 @@ def _npy_shape(path, dtype):
     return tuple(shape)
 
 
-def open_version(ref, dim):
+def open_version(ref: Ref, dim: int) -> Loaded:
     """Fetch (if need be), verify and open one version whose vectors are `dim` wide. Raise IndexUnavailable."""
     ann_path, ids_path, vec_path, pca_path = paths = local_paths(ref.gallery_id, ref.version)
     remote_ann, remote_ids, remote_vec, remote_pca = _remote_names(ref.gallery_id, ref.version)
@@ -262,15 +276,15 @@ def open_version(ref, dim):
 # truncating a file changes those, and the next load hashes again.
 
 
-def _marker_path(paths):
+def _marker_path(paths: Sequence[Path]) -> Path:
     return paths[0].with_suffix(".verified")
 
 
-def _stat_key(paths):
+def _stat_key(paths: Iterable[Path]) -> list[list[int]]:
     return [[st.st_size, st.st_mtime_ns, st.st_ino] for st in (os.stat(p) for p in paths)]
 
 
-def _verified(paths, digest):
+def _verified(paths: Sequence[Path], digest: str) -> bool:
     try:
         marker = json.loads(_marker_path(paths).read_text())
         return marker == {"checksum": digest, "files": _stat_key(paths)}
@@ -278,7 +292,7 @@ def _verified(paths, digest):
         return False
 
 
-def _mark_verified(paths, digest):
+def _mark_verified(paths: Sequence[Path], digest: str) -> None:
     marker = _marker_path(paths)
     fd, tmp = tempfile.mkstemp(dir=marker.parent, suffix=".verified.tmp")
     try:
@@ -292,7 +306,7 @@ def _mark_verified(paths, digest):
             os.unlink(tmp)
 
 
-def remove_versions(gallery_id, keep):
+def remove_versions(gallery_id: int, keep: Collection[int]) -> None:
     """Delete the files of every version of the gallery except those in `keep`."""
     directory = local_dir(gallery_id)
     if directory.exists():
@@ -322,7 +336,7 @@ def remove_versions(gallery_id, keep):
                 default_storage.delete(f"indexes/{gallery_id}/{name}")
 
 
-def remove_gallery_files(gallery_id):
+def remove_gallery_files(gallery_id: int) -> None:
     """Delete every index file of a gallery, here and in storage (the caller evicts it from caches)."""
     remove_versions(gallery_id, keep=set())
     directory = local_dir(gallery_id)

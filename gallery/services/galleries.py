@@ -1,6 +1,10 @@
 """Writes to galleries: create, update, delete, and asking for an index rebuild."""
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -11,21 +15,25 @@ from gallery import jobs
 from gallery.models import Gallery, Visibility
 from gallery.search import cache
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 SLUG_ATTEMPTS = 5
 
 
-def _unique_slug(title, exclude_pk=None):
+def _unique_slug(title: str, exclude_pk: int | None = None) -> str:
     base = slugify(title)[:60] or "gallery"
     slug, n = base, 2
-    while Gallery.objects.filter(slug=slug).exclude(pk=exclude_pk).exists():
+    # pk=None is a valid lookup (IS NULL, so nothing is left out), which django-stubs does not allow.
+    while Gallery.objects.filter(slug=slug).exclude(pk=exclude_pk).exists():  # type: ignore[misc]
         slug = f"{base}-{n}"
         n += 1
     return slug
 
 
-def gallery_create(*, owner, title, description="", visibility=Visibility.PRIVATE):
+def gallery_create(*, owner: User, title: str, description: str = "", visibility: str = Visibility.PRIVATE) -> Gallery:
     """Create a gallery with a slug made from its title (unique, even when two are created at once)."""
     attempts = SLUG_ATTEMPTS
     while True:
@@ -40,7 +48,7 @@ def gallery_create(*, owner, title, description="", visibility=Visibility.PRIVAT
                 raise
 
 
-def gallery_update(*, gallery, title, description, visibility):
+def gallery_update(*, gallery: Gallery, title: str, description: str, visibility: str) -> Gallery:
     gallery.title = title
     gallery.description = description
     gallery.visibility = visibility
@@ -48,7 +56,7 @@ def gallery_update(*, gallery, title, description, visibility):
     return gallery
 
 
-def gallery_delete(*, gallery):
+def gallery_delete(*, gallery: Gallery) -> None:
     """Delete a gallery, its images, their stored files and its index files (after the commit)."""
     names = [n for pair in gallery.images.values_list("file", "thumbnail") for n in pair if n]
     gallery_id = gallery.pk
@@ -57,7 +65,7 @@ def gallery_delete(*, gallery):
     transaction.on_commit(lambda: cache.remove_gallery(gallery_id))
 
 
-def gallery_rebuild_request(*, gallery_id):
+def gallery_rebuild_request(*, gallery_id: int) -> None:
     """Ask for a rebuild of the gallery's index now (e.g. from the admin).
 
     The gallery is marked stale first, so if the broker cannot be reached the
@@ -67,7 +75,7 @@ def gallery_rebuild_request(*, gallery_id):
     jobs.queue_rebuild(gallery_id)
 
 
-def delete_files(names):
+def delete_files(names: Iterable[str]) -> None:
     """Delete stored files by name; a file that cannot be deleted is logged, not raised."""
     for name in names:
         try:

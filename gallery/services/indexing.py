@@ -1,8 +1,10 @@
 """Index builds: read a gallery's searchable vectors, build and publish a version, record it."""
 
 import time
+from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -12,7 +14,9 @@ from gallery.models import Gallery, Image, IndexBuild
 from gallery.search import store
 
 
-def _searchable_vectors(gallery_id, version_id, snapshot_at):
+def _searchable_vectors(
+    gallery_id: int, version_id: str, snapshot_at: datetime
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Return (ids (N,) int64 sorted, vectors (N, D) float32) embedded by `snapshot_at`.
 
     Rows stream in chunks into one preallocated array: a million-image gallery
@@ -39,7 +43,7 @@ def _searchable_vectors(gallery_id, version_id, snapshot_at):
     return ids[:n], matrix[:n]
 
 
-def index_is_stale(*, gallery_id):
+def index_is_stale(*, gallery_id: int) -> bool:
     """True when the gallery exists and changed since its build, or has no ready build of the current embedding version."""
     gallery = Gallery.objects.filter(pk=gallery_id).only("index_dirty").first()
     if gallery is None:
@@ -51,7 +55,7 @@ def index_is_stale(*, gallery_id):
     ).exists()
 
 
-def gallery_rebuild_index(*, gallery_id):
+def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
     """Build the gallery's index from its searchable vectors of the current version.
 
     The caller holds the gallery's rebuild lock (gallery.locks). Return the

@@ -1,19 +1,27 @@
 """Moderation decisions, audited, and auto-flagging of look-alikes of rejected images."""
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from gallery import embedding, vectors
 from gallery.models import EmbeddingState, Gallery, Image, ModerationEvent, ModerationState
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 
-def image_moderate(*, image, actor, state, reason=""):
+def image_moderate(*, image: Image, actor: User, state: str, reason: str | None = "") -> Image:
     """Record a moderation decision (who, when, from what to what, why) and apply it.
 
     A rejected image leaves every result at once (results are filtered by the
@@ -40,7 +48,7 @@ def image_moderate(*, image, actor, state, reason=""):
     return image
 
 
-def images_moderate(*, images, actor, state, reason=""):
+def images_moderate(*, images: QuerySet[Image], actor: User, state: str, reason: str | None = "") -> int:
     """Apply one decision to many images, each recorded on its own. Return how many changed."""
     changed = 0
     for image in images.order_by("pk"):
@@ -50,7 +58,7 @@ def images_moderate(*, images, actor, state, reason=""):
     return changed
 
 
-def images_autoflag(*, gallery_id, image_ids=None):
+def images_autoflag(*, gallery_id: int, image_ids: Iterable[int] | None = None) -> list[int]:
     """Flag pending images of the gallery lying within IMAGESEARCH_AUTOFLAG_DISTANCE
     (cosine) of one of its rejected images; `image_ids` limits the candidates.
 
@@ -62,21 +70,25 @@ def images_autoflag(*, gallery_id, image_ids=None):
     version = embedding.version()
     dim = embedding.dim()
     ready = Image.objects.filter(gallery_id=gallery_id, embedding_state=EmbeddingState.READY, embedding_version=version)
-    rejected = list(ready.filter(moderation_state=ModerationState.REJECTED).values_list("pk", "embedding"))
+    # READY rows are embedded: their vector is never NULL.
+    rejected = cast(
+        "list[tuple[int, vectors.Blob]]",
+        list(ready.filter(moderation_state=ModerationState.REJECTED).values_list("pk", "embedding")),
+    )
     if not rejected:
         return []
     candidates = ready.filter(moderation_state=ModerationState.PENDING, flagged=False)
     if image_ids is not None:
         candidates = candidates.filter(pk__in=list(image_ids))
-    candidates = list(candidates.order_by("pk").values_list("pk", "embedding"))
-    if not candidates:
+    rows = cast("list[tuple[int, vectors.Blob]]", list(candidates.order_by("pk").values_list("pk", "embedding")))
+    if not rows:
         return []
     r_pks = np.array([pk for pk, _ in rejected], dtype=np.int64)  # (R,)
     r_vecs = vectors.matrix([e for _, e in rejected], dim)  # (R, D)
-    flagged = []
+    flagged: list[tuple[int, int, float]] = []  # (pk, pk of the rejected match, distance)
     step = 1024  # bounds the (step, R) distance matrix
-    for start in range(0, len(candidates), step):
-        chunk = candidates[start : start + step]
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
         dist = vectors.cosine_distances(r_vecs, vectors.matrix([e for _, e in chunk], dim))  # (C, R)
         nearest = dist.argmin(axis=1)  # (C,)
         for row, (pk, _) in enumerate(chunk):
@@ -86,7 +98,7 @@ def images_autoflag(*, gallery_id, image_ids=None):
     if not flagged:
         return []
     matches = Image.objects.in_bulk([m for _, m, _ in flagged])
-    done = []
+    done: list[int] = []
     with transaction.atomic():
         for pk, match_pk, d in flagged:
             match = matches[match_pk]

@@ -1,18 +1,27 @@
 """Writes to images: uploads (one file or many, each succeeding or failing alone), deletion, and the embedding queue."""
 
+from __future__ import annotations
+
 import hashlib
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import FileField, QuerySet
 
 from gallery import jobs
 from gallery.embedding import imaging, pipeline
 from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 from gallery.services.galleries import delete_files
 from gallery.services.moderation import images_autoflag
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +37,15 @@ class UploadResult:
     message: str = ""
     image: Image | None = None
 
-    def as_dict(self):
-        data = {"name": self.name, "status": self.status, "message": self.message}
+    def as_dict(self) -> dict[str, str | int]:
+        data: dict[str, str | int] = {"name": self.name, "status": self.status, "message": self.message}
         if self.image is not None:
             data["id"] = self.image.pk
             data["url"] = self.image.get_absolute_url()
         return data
 
 
-def clean_filename(name):
+def clean_filename(name: str | None) -> str:
     """Return a display name: no directories, no control characters, at most 255 characters."""
     name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
@@ -46,12 +55,14 @@ def clean_filename(name):
     return name or "unnamed"
 
 
-def _too_large(name, size):
+def _too_large(name: str, size: int) -> UploadResult:
     limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES // (1024 * 1024)
     return UploadResult(name, "rejected", f"The file is too large ({size / 1048576:.1f} MB; the limit is {limit} MB).")
 
 
-def image_create(*, gallery, uploader, data, name, queue=True):
+def image_create(
+    *, gallery: Gallery, uploader: User | None, data: bytes, name: str | None, queue: bool = True
+) -> UploadResult:
     """Store one uploaded file as an image of `gallery` and queue its embedding
     (unless `queue` is false: a bulk import queues its images in batches).
 
@@ -82,7 +93,7 @@ def image_create(*, gallery, uploader, data, name, queue=True):
         uploader=uploader,
         moderation_state=ModerationState.PENDING,
     )
-    saved = []
+    saved: list[str] = []
     try:
         _store(image, "file", f"upload.{info.extension}", data, saved)
         _store(image, "thumbnail", "thumb.jpg", thumb, saved)
@@ -103,13 +114,13 @@ def image_create(*, gallery, uploader, data, name, queue=True):
     return UploadResult(name, "added", "", image)
 
 
-def _store(image, field_name, filename, data, attempted):
+def _store(image: Image, field_name: str, filename: str, data: bytes, attempted: list[str]) -> None:
     """Save `data` as the file of `image.<field_name>` under a fresh name.
 
     The name is recorded in `attempted` before writing: a write that fails
     half-way (disk full) leaves a partial file that must be removed too.
     """
-    field = image._meta.get_field(field_name)
+    field = cast(FileField, image._meta.get_field(field_name))  # "file" or "thumbnail"
     name = field.generate_filename(image, filename)
     attempted.append(name)
     stored = field.storage.save(name, ContentFile(data), max_length=field.max_length)
@@ -118,7 +129,7 @@ def _store(image, field_name, filename, data, attempted):
     setattr(image, field_name, stored)
 
 
-def images_upload(*, gallery, uploader, files):
+def images_upload(*, gallery: Gallery, uploader: User | None, files: Sequence[UploadedFile]) -> list[UploadResult]:
     """Store many uploaded files; each succeeds or fails alone. Return one UploadResult per file."""
     if len(files) > settings.IMAGESEARCH_MAX_FILES_PER_REQUEST:
         limit = settings.IMAGESEARCH_MAX_FILES_PER_REQUEST
@@ -126,10 +137,11 @@ def images_upload(*, gallery, uploader, files):
             UploadResult(clean_filename(f.name), "rejected", f"Too many files in one upload (limit {limit}).")
             for f in files
         ]
-    results = []
+    results: list[UploadResult] = []
     for upload in files:
         if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
-            results.append(_too_large(clean_filename(upload.name), upload.size))  # not read into memory
+            # Not read into memory. An upload handler always sets the size (django-stubs types it as optional).
+            results.append(_too_large(clean_filename(upload.name), upload.size))  # type: ignore[arg-type]
             continue
         data = upload.read()
         try:
@@ -139,7 +151,7 @@ def images_upload(*, gallery, uploader, files):
     return results
 
 
-def image_delete(*, image):
+def image_delete(*, image: Image) -> None:
     names = [n for n in (image.file.name, image.thumbnail.name) if n]
     gallery_id = image.gallery_id
     image.delete()
@@ -147,7 +159,7 @@ def image_delete(*, image):
     transaction.on_commit(lambda: delete_files(names))
 
 
-def images_retry(*, images):
+def images_retry(*, images: QuerySet[Image]) -> int:
     """Put failed images back in the queue. Return how many were retried."""
     ids = list(images.filter(embedding_state=EmbeddingState.FAILED).values_list("pk", flat=True))
     Image.objects.filter(pk__in=ids).update(
@@ -156,7 +168,7 @@ def images_retry(*, images):
     return images_queue_embedding(image_ids=ids)
 
 
-def images_reembed(*, images):
+def images_reembed(*, images: QuerySet[Image]) -> int:
     """Embed the given images again (e.g. after a model change). Return how many were queued."""
     ids = list(images.exclude(embedding_state=EmbeddingState.PROCESSING).values_list("pk", flat=True))
     Image.objects.filter(pk__in=ids).update(
@@ -165,12 +177,12 @@ def images_reembed(*, images):
     return images_queue_embedding(image_ids=ids)
 
 
-def images_queue_embedding(*, image_ids):
+def images_queue_embedding(*, image_ids: Iterable[int]) -> int:
     """Queue pending images for embedding in task-sized batches, once the transaction commits. Return how many."""
     return jobs.queue_embedding(image_ids)
 
 
-def images_embed(*, image_ids):
+def images_embed(*, image_ids: Iterable[int]) -> int:
     """Embed the given images (those still pending); then mark their galleries' indexes stale and auto-flag them.
 
     Return the number of images made ready. Safe to run twice. Raise OSError on
@@ -183,12 +195,12 @@ def images_embed(*, image_ids):
     return done
 
 
-def images_reconcile(*, broker_idle):
+def images_reconcile(*, broker_idle: bool) -> list[int]:
     """Queue again the images lost to a killed worker or a broker outage (gallery.embedding.pipeline.reconcile)."""
     return pipeline.reconcile(broker_idle=broker_idle)
 
 
-def images_delete(*, images):
+def images_delete(*, images: QuerySet[Image]) -> int:
     """Delete images with their stored files and thumbnails. Return how many were deleted."""
     n = 0
     with transaction.atomic():

@@ -17,12 +17,12 @@ BACKBONES = {
 }
 
 _lock = threading.Lock()
-_active = None
+_active: Backbone | None = None
 
 __all__ = ["BACKBONES", "Backbone", "WeightsUnavailable", "active", "backbone_class", "reset"]
 
 
-def backbone_class(name):
+def backbone_class(name: str) -> type[Backbone]:
     """Return the Backbone subclass `name` (a short name or a dotted path) names; ImproperlyConfigured if none."""
     path = BACKBONES.get(name, name)
     try:
@@ -37,7 +37,7 @@ def backbone_class(name):
     return cls
 
 
-def active():
+def active() -> Backbone:
     """Return this process's instance of the configured backbone (created on first use; the model loads later)."""
     global _active
     with _lock:
@@ -47,7 +47,7 @@ def active():
         return _active
 
 
-def reset():
+def reset() -> None:
     """Forget the instance (and with it the loaded model), e.g. after a settings change."""
     global _active
     with _lock:

@@ -8,8 +8,12 @@ a dot product. The model loads lazily, once per process, on first use.
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 
 from gallery.embedding.backbones.base import Backbone, WeightsUnavailable
@@ -17,7 +21,7 @@ from gallery.embedding.backbones.base import Backbone, WeightsUnavailable
 logger = logging.getLogger(__name__)
 
 
-def _configure_threads(tf):
+def _configure_threads(tf: ModuleType) -> None:
     # One process owns the CPU: let a single op use every core, and run ops one
     # at a time (VGG16 is a chain, inter-op parallelism buys nothing).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -28,13 +32,14 @@ def _configure_threads(tf):
         pass  # already initialised in this process
 
 
-def batch_shapes(size):
+def batch_shapes(size: int) -> list[int]:
     """Return the batch sizes the model is compiled for: powers of two below `size`, and `size`.
 
     A short batch is padded up to the next of these, so at most half of a
     padded batch is wasted work, and only a handful of graphs are ever traced.
     """
-    shapes, b = [], 1
+    shapes: list[int] = []
+    b = 1
     while b < size:
         shapes.append(b)
         b *= 2
@@ -48,13 +53,15 @@ class VGG16(Backbone):
     pipeline_id = "vgg16-avgpool-l2/caffe-224-squash-bilinear"
     weights_setting = "IMAGESEARCH_VGG16_WEIGHTS"
 
-    def __init__(self, *, weights, seed):
+    def __init__(self, *, weights: str, seed: int) -> None:
         super().__init__(weights=weights, seed=seed)
         self._lock = threading.Lock()
-        self._model = None  # (model, tf, keras) once built
-        self._runners = {}  # batch size -> compiled function
+        # TensorFlow and Keras ship no type information: the model and the
+        # compiled functions are typed as what they are used for.
+        self._model: tuple[Any, ModuleType, ModuleType] | None = None  # (model, tf, keras) once built
+        self._runners: dict[int, Callable[[npt.NDArray[np.float32]], Any]] = {}  # batch size -> compiled function
 
-    def _build_model(self):
+    def _build_model(self) -> tuple[Any, ModuleType, ModuleType]:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
         import tensorflow as tf
@@ -90,12 +97,12 @@ class VGG16(Backbone):
             raise WeightsUnavailable(f"VGG16 weights file {self.weights} could not be loaded: {exc}") from exc
         return model, tf, keras
 
-    def preprocess(self, batch):
+    def preprocess(self, batch: Any) -> Any:
         import keras
 
         return keras.applications.vgg16.preprocess_input(batch)  # RGB 0..255 -> BGR, ImageNet means subtracted
 
-    def _runner(self, batch):
+    def _runner(self, batch: int) -> Callable[[npt.NDArray[np.float32]], Any]:
         """Return a compiled function for a fixed batch size (traced once per size)."""
         with self._lock:
             if self._model is None:
@@ -106,17 +113,17 @@ class VGG16(Backbone):
                 side = self.input_size
 
                 @tf.function(input_signature=[tf.TensorSpec((batch, side, side, 3), tf.float32)])
-                def run(x):
+                def run(x: Any) -> Any:
                     feats = model(self.preprocess(x), training=False)  # (B, 512)
                     return tf.math.l2_normalize(feats, axis=1)
 
                 runner = self._runners[batch] = run
         return runner
 
-    def load(self):
+    def load(self) -> None:
         self._runner(1)
 
-    def embed_batch(self, arrays):
+    def embed_batch(self, arrays: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
         """Embed images given as (224, 224, 3) float32 RGB arrays in 0..255.
 
         Return a (len(arrays), 512) float32 array of unit vectors. Batches run at
