@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install worker index-worker beat web migrate superuser bench clean
+.PHONY: run test install lint worker index-worker beat web migrate superuser bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ install: $(STAMP)
 run: install
 	bash scripts/run.sh
 
-## The whole test suite (set DATABASE_URL to run it on PostgreSQL).
+## The whole test suite: lint, layer contracts and types, then pytest (set DATABASE_URL to run it on PostgreSQL).
 test: install
+	bash scripts/lint.sh
 	bash scripts/test.sh
+
+## Formatting, lint rules, import-layer contracts and types (pyproject.toml).
+lint: install
+	bash scripts/lint.sh
 
 migrate: install
 	$(BIN)/python manage.py migrate

@@ -17,6 +17,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import dj_database_url
@@ -118,7 +119,8 @@ def parse_env_file(path):
 
 def _quoted(raw, path, number, name):
     """Split a value starting with a quote into (value, text after the closing quote)."""
-    quote, out, i = raw[0], [], 1
+    quote, i = raw[0], 1
+    out: list[str] = []
     while i < len(raw):
         char = raw[i]
         if char == quote:
@@ -426,6 +428,7 @@ CELERY_BEAT_SCHEDULE = {
 IMAGESEARCH_CACHE_URL = env_str("IMAGESEARCH_CACHE_URL") or REDIS_URL
 if urlparse(IMAGESEARCH_CACHE_URL).scheme not in {"redis", "rediss"}:
     raise ImproperlyConfigured(f"IMAGESEARCH_CACHE_URL={IMAGESEARCH_CACHE_URL!r} must be a redis:// URL.")
+CACHES: dict[str, dict[str, Any]]
 if CELERY_TASK_ALWAYS_EAGER:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 else:
