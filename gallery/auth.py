@@ -1,57 +1,98 @@
-"""Sessions and users on the request path.
+"""Sessions and users on the request path: Django's database session engine and
+model backend, reading both with one query. This module holds the whole of it
+(the row and its SQL are gallery.models.sessions and gallery.search.reads).
 
-Sessions are Django's cached_db engine: the database row is the truth and the
-cache (Redis, IMAGESEARCH_CACHE_URL) saves the read on each request. The cache
-here fails soft: with Redis down a read is a miss and a write is logged, so
-people stay signed in through a broker outage. The model backend differs from
-Django's only in get_user, which reads the user with one prepared statement
-(gallery.search.reads) instead of an ORM query compiled per request; the same
-is_active rule applies and django.contrib.auth still verifies the session's
-password hash.
+Every signed-in request loads its session and its user. Django's database
+engine and model backend read them with two ORM queries; its cached_db engine
+(a Redis read, then the user) was measured against this path and kept as the
+slower of the two (docs/benchmarks.md, "Sessions"). Here the session row names
+its user (models.Session.user, written from the session's data on every save),
+gallery.search.reads reads both with one prepared join, and the model backend
+takes the user from that row. What is checked does not change: the same expiry
+test, the same is_active rule, and django.contrib.auth still verifies the
+session's password hash.
 
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    CACHES["default"]["BACKEND"] = "gallery.auth.FailSoftRedisCache"
+    SESSION_ENGINE = "gallery.auth"
     AUTHENTICATION_BACKENDS = ["gallery.auth.ModelBackend"]
+    MIDDLEWARE: "gallery.auth.AuthenticationMiddleware" in place of Django's
+
+The backend's dotted path is stored in every signed-in session: renaming it
+signs everybody out.
 """
 
-import logging
+import contextvars
 
-from django.contrib.auth import backends
-from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
+from django.contrib import auth
+from django.contrib.auth import backends, get_user_model
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.sessions.backends import db
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 
 from gallery.search import reads
 
-logger = logging.getLogger(__name__)
+# The session whose user auth.get_user() is resolving, for ModelBackend.get_user.
+_resolving = contextvars.ContextVar("gallery_auth_resolving", default=None)
+
+
+def user_pk(value):
+    """The user primary key a session's data names, or None when it names none (or garbage)."""
+    try:
+        return None if value is None else get_user_model()._meta.pk.to_python(value)
+    except (ValidationError, TypeError, ValueError):
+        return None
+
+
+class SessionStore(db.SessionStore):
+    def __init__(self, session_key=None):
+        super().__init__(session_key)
+        self.loaded_user = None  # the user the row named when it was read, or None
+
+    @classmethod
+    def get_model_class(cls):
+        from gallery.models import Session
+
+        return Session
+
+    def create_model_instance(self, data):
+        session = super().create_model_instance(data)
+        session.user_id = user_pk(data.get(auth.SESSION_KEY))
+        return session
+
+    def load(self):
+        found = reads.unexpired_session(self.session_key, timezone.now()) if self.session_key else None
+        if found is None:  # no such session, or expired: a new, empty one (as Django's store does)
+            self._session_key = None
+            self.loaded_user = None
+            return {}
+        data, self.loaded_user = found
+        return self.decode(data)
+
+
+def get_user(request):
+    """auth.get_user(request), cached on the request like Django's middleware does,
+    letting ModelBackend.get_user take the user read with the session row."""
+    if not hasattr(request, "_cached_user"):
+        token = _resolving.set(request.session)
+        try:
+            request._cached_user = auth.get_user(request)
+        finally:
+            _resolving.reset(token)
+    return request._cached_user
+
+
+class AuthenticationMiddleware(auth_middleware.AuthenticationMiddleware):
+    def process_request(self, request):
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: get_user(request))
 
 
 class ModelBackend(backends.ModelBackend):
     def get_user(self, user_id):
-        user = reads.user_by_pk(user_id)
+        session = _resolving.get()
+        user = getattr(session, "loaded_user", None)
+        pk = user_pk(user_id)
+        if user is None or pk is None or user.pk != pk:
+            user = reads.user_by_pk(pk) if pk is not None else None
         return user if user is not None and self.user_can_authenticate(user) else None
-
-
-class FailSoftRedisCache(RedisCache):
-    """Django's Redis cache, treating an unreachable Redis as an empty cache (reads miss, writes are logged)."""
-
-    def _soft(self, name, default, *args):
-        try:
-            return getattr(super(), name)(*args)
-        except Exception as exc:  # redis-py raises ConnectionError, TimeoutError, ...
-            logger.warning("cache %s failed (%s: %s); carrying on without the cache", name, type(exc).__name__, exc)
-            return default
-
-    def get(self, key, default=None, version=None):
-        return self._soft("get", default, key, default, version)
-
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        return self._soft("set", None, key, value, timeout, version)
-
-    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        return self._soft("add", False, key, value, timeout, version)
-
-    def delete(self, key, version=None):
-        return self._soft("delete", False, key, version)
-
-    def has_key(self, key, version=None):
-        return self._soft("has_key", False, key, version)

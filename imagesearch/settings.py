@@ -17,7 +17,6 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import dj_database_url
@@ -218,7 +217,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "gallery.auth.AuthenticationMiddleware",  # Django's, reading the user with the session
     # After authentication, so the "too large" page knows who is signed in; before
     # CSRF, whose check reads the body this middleware refuses to read.
     "gallery.middleware.RequestSizeLimitMiddleware",
@@ -420,27 +419,6 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- Cache (sessions) -------------------------------------------------------
-
-# The session cache (gallery/auth.py): Redis, failing soft when it is down. In
-# eager mode (no Redis at all) each process keeps its own; sessions still live
-# in the database either way.
-IMAGESEARCH_CACHE_URL = env_str("IMAGESEARCH_CACHE_URL") or REDIS_URL
-if urlparse(IMAGESEARCH_CACHE_URL).scheme not in {"redis", "rediss"}:
-    raise ImproperlyConfigured(f"IMAGESEARCH_CACHE_URL={IMAGESEARCH_CACHE_URL!r} must be a redis:// URL.")
-CACHES: dict[str, dict[str, Any]]
-if CELERY_TASK_ALWAYS_EAGER:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-else:
-    CACHES = {
-        "default": {
-            "BACKEND": "gallery.auth.FailSoftRedisCache",
-            "LOCATION": IMAGESEARCH_CACHE_URL,
-            "KEY_PREFIX": "imagesearch",
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        }
-    }
-
 # --- Logging ----------------------------------------------------------------
 
 LOGGING = {
@@ -456,11 +434,11 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-# Django's cached_db sessions: the database row is the truth, the cache saves
-# the read on each request. Django's model backend but for get_user, which reads
-# the user with one prepared statement (gallery/auth.py). Its dotted path is
-# stored in every signed-in session: renaming it signs everybody out.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Django's database sessions and model backend, except that the session row names
+# its user and one query reads both (gallery/auth.py): the same checks, less CPU.
+# The backend's dotted path is stored in every signed-in session: renaming it
+# signs everybody out.
+SESSION_ENGINE = "gallery.auth"
 AUTHENTICATION_BACKENDS = ["gallery.auth.ModelBackend"]
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)

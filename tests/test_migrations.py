@@ -1,17 +1,11 @@
 """Upgrades keep what people had: indexed galleries are rebuilt with the
-projection, galleries point at their ready build, sessions stay signed in
-(through 0006's table with a user column and back to Django's own in 0007)."""
-
-from datetime import timedelta
+projection, galleries point at their ready build, sessions stay signed in."""
 
 import pytest
-from django.contrib.auth import get_user, get_user_model
-from django.contrib.sessions.backends import cached_db
 from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
 from django.contrib.sessions.models import Session as DjangoSession
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.test import RequestFactory
 from django.utils import timezone
 
 
@@ -100,38 +94,3 @@ def test_sessions_signed_in_through_djangos_backend_name_the_apps_after_0006():
     Session = _migrate("0006_session_with_user").get_model("gallery", "Session")
     data = DjangoSessionStore().decode(Session.objects.get(session_key=before.session_key).session_data)
     assert data == {"_auth_user_id": str(owner.pk), "_auth_user_backend": "gallery.auth.ModelBackend"}
-
-
-@pytest.mark.django_db(transaction=True)
-def test_sessions_move_back_to_djangos_table_and_stay_signed_in():
-    apps = _migrate("0006_session_with_user")
-    owner = apps.get_model("auth", "User").objects.create(username="u")
-    Session = apps.get_model("gallery", "Session")
-    store = DjangoSessionStore()
-    expires = timezone.now() + timedelta(days=1)
-    signed = {
-        "_auth_user_id": str(owner.pk),
-        "_auth_user_hash": get_user_model().objects.get(pk=owner.pk).get_session_auth_hash(),
-    }
-
-    def row(key, data, expire_date=expires):
-        Session.objects.create(
-            session_key=key, session_data=store.encode(data), expire_date=expire_date, user_id=owner.pk
-        )
-
-    row("a" * 32, {**signed, "_auth_user_backend": "gallery.auth.ModelBackend"})
-    row("b" * 32, {**signed, "_auth_user_backend": "django.contrib.auth.backends.ModelBackend"})
-    row("c" * 32, signed, expire_date=timezone.now() - timedelta(seconds=1))
-    # Left in Django's table from before 0006 and signed out since: must not come back.
-    DjangoSession.objects.create(
-        session_key="d" * 32, session_data=store.encode({"_auth_user_id": str(owner.pk)}), expire_date=expires
-    )
-
-    _migrate("0007_sessions_back_to_django")
-    assert set(DjangoSession.objects.values_list("session_key", flat=True)) == {"a" * 32, "b" * 32}
-    for key in ("a" * 32, "b" * 32):
-        data = store.decode(DjangoSession.objects.get(session_key=key).session_data)
-        assert data == {**signed, "_auth_user_backend": "gallery.auth.ModelBackend"}
-        request = RequestFactory().get("/")
-        request.session = cached_db.SessionStore(key)
-        assert get_user(request).pk == owner.pk

@@ -3,25 +3,21 @@ ways: a Q for ImageQuerySet.visible_to (listings), a row check for
 Image.is_visible_to (image_for_view) and an SQL predicate in
 reads.visible_candidates (search results). These tests hold the three equal over
 every combination that matters, the prepared reads of gallery/search/reads.py
-equal to what the ORM reads, and the session path to Django's checks."""
+equal to what the ORM reads, and the one-query session path (gallery/auth.py) to Django's checks."""
 
 import itertools
 from datetime import timedelta
-from importlib import import_module
 
 import pytest
-from django.conf import settings
-from django.contrib.auth import get_user, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.contrib.sessions.models import Session as DjangoSession
-from django.core.cache import caches
 from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gallery import access, auth, embedding, services
-from gallery.models import Gallery, Image, IndexBuild, ModerationState, Visibility
+from gallery.models import Gallery, Image, IndexBuild, ModerationState, Session, Visibility
 from gallery.search import reads
 from tests import vectors
 
@@ -123,65 +119,53 @@ def test_the_current_build_follows_the_gallery_row(owner):
     assert IndexBuild.objects.get(pk=first.pk).status == IndexBuild.Status.SUPERSEDED
 
 
-@pytest.fixture
-def session_cache(settings):
-    """A process-local cache for the sessions (the Redis one is tested below against a dead port)."""
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-
-
 def _request_with_session(key):
     request = RequestFactory().get("/")
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    request.session = auth.SessionStore(key)
     return request
 
 
-def test_a_signed_in_request_reads_its_session_from_the_cache_and_its_user_with_one_query(client, owner, session_cache):
+def test_one_query_reads_the_session_and_its_user(client, owner):
     client.force_login(owner)
     key = client.cookies["sessionid"].value
+    assert Session.objects.get(session_key=key).user_id == owner.pk  # written from the session's data
     request = _request_with_session(key)
     with CaptureQueriesContext(connection) as queries:
-        assert get_user(request) == owner
-    assert len(queries) == 1  # the user: the session came from the cache
-    assert "auth_user" in queries[0]["sql"]
+        assert auth.get_user(request) == owner
+    assert len(queries) == 1
+    assert auth.get_user(request) is request._cached_user  # once per request
 
     client.logout()
-    assert not DjangoSession.objects.filter(session_key=key).exists()
-    assert get_user(_request_with_session(key)).is_anonymous  # gone from the cache too
+    assert not Session.objects.filter(session_key=key).exists()
     client.force_login(owner)
     key = client.cookies["sessionid"].value
-    owner.delete()
-    assert get_user(_request_with_session(key)).is_anonymous
+    owner.delete()  # and with them their sessions
+    assert not Session.objects.filter(session_key=key).exists()
+    assert auth.get_user(_request_with_session(key)).is_anonymous
 
 
-def test_the_session_path_keeps_djangos_checks(client, owner, session_cache):
+def test_a_row_naming_another_user_than_its_data_is_not_trusted(client, owner):
+    other = get_user_model().objects.create_user("other", password="pw-other-123")
     client.force_login(owner)
     key = client.cookies["sessionid"].value
-    DjangoSession.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
-    caches["default"].clear()
-    assert get_user(_request_with_session(key)).is_anonymous  # expired: signed out, as with Django's own store
+    Session.objects.filter(session_key=key).update(user=other)  # never written so; the data decides
+    assert auth.get_user(_request_with_session(key)) == owner
+
+
+def test_session_and_user_reads_keep_djangos_checks(client, owner):
+    client.force_login(owner)
+    key = client.cookies["sessionid"].value
+    store = auth.SessionStore(key)
+    assert int(store["_auth_user_id"]) == owner.pk
+    assert Session.objects.get(session_key=key).get_decoded()["_auth_user_id"] == str(owner.pk)  # admin, shell
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert dict(auth.SessionStore(key).load()) == {}  # expired: empty, as Django's own store
     backend = auth.ModelBackend()
     assert backend.get_user(owner.pk) == owner
-    assert backend.get_user(owner.pk + 1000) is None
+    assert backend.get_user(str(owner.pk)) == owner
+    assert backend.get_user("not-a-number") is None
     get_user_model().objects.filter(pk=owner.pk).update(is_active=False)
     assert backend.get_user(owner.pk) is None
-
-
-def test_sessions_keep_working_when_the_cache_redis_is_down(client, owner, settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "gallery.auth.FailSoftRedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-        }
-    }
-    cache = caches["default"]
-    assert cache.get("k", "missing") == "missing"
-    cache.set("k", 1)  # logged, not raised
-    assert cache.add("k", 1) is False and cache.delete("k") is False
-    assert client.login(username="owner", password="pw-owner-123")
-    assert client.get("/").wsgi_request.user == owner  # read from the database
-    client.logout()
-    assert client.get("/").wsgi_request.user.is_anonymous
 
 
 def test_a_password_change_signs_other_sessions_out(client, owner):

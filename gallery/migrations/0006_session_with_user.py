@@ -34,24 +34,15 @@ def copy_sessions(apps, schema_editor):
     User = apps.get_model(settings.AUTH_USER_MODEL)
     users = set(User.objects.values_list("pk", flat=True))
     store = SessionStore()  # decode() and encode() only: signed with SECRET_KEY and this class's salt
-
-    def row(old):
+    batch = []
+    for old in Old.objects.filter(expire_date__gt=timezone.now()).iterator(chunk_size=2000):
         session_data, raw_user_id = current_backend_data(store, old.session_data)
         try:
             user_id = User._meta.pk.to_python(raw_user_id)
         except Exception:  # a value that names no user: the session is kept, signed out
             user_id = None
-        return New(session_key=old.session_key, session_data=session_data, expire_date=old.expire_date,
-                   user_id=user_id if user_id in users else None)
-
-    copy_unexpired(Old, New, row)
-
-
-def copy_unexpired(Old, New, row):
-    """Insert row(old) into New for every unexpired session of Old, 2,000 at a time."""
-    batch = []
-    for old in Old.objects.filter(expire_date__gt=timezone.now()).iterator(chunk_size=2000):
-        batch.append(row(old))
+        batch.append(New(session_key=old.session_key, session_data=session_data, expire_date=old.expire_date,
+                         user_id=user_id if user_id in users else None))
         if len(batch) >= 2000:
             New.objects.bulk_create(batch, ignore_conflicts=True)
             batch = []

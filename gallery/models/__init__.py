@@ -12,6 +12,7 @@ from gallery.models.images import (
 )
 from gallery.models.moderation import ModerationEvent, ModerationState
 from gallery.models.notices import SystemNotice
+from gallery.models.sessions import Session
 
 __all__ = [
     "EmbeddingState",
@@ -23,6 +24,7 @@ __all__ = [
     "ModerationEvent",
     "ModerationQueueItem",
     "ModerationState",
+    "Session",
     "SystemNotice",
     "Visibility",
     "image_upload_to",

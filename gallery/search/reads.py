@@ -27,7 +27,7 @@ from django.db.models.expressions import Col
 from django.urls import reverse
 
 from gallery import access
-from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Session
 
 # The Django release whose private cursor API _cursor() uses (gallery.checks).
 DJANGO_VERSION = (5, 2)
@@ -243,6 +243,32 @@ class ResultImage:
 
     def __repr__(self) -> str:
         return f"<ResultImage {self.pk} {self.original_name!r}>"
+
+
+@cache
+def _session_query() -> tuple[str, _Select[AbstractBaseUser]]:
+    model: type[AbstractBaseUser] = get_user_model()
+    user = _Select(model, "u")
+    sql = (
+        f"SELECT s.{_q('session_data')}, {user.sql} FROM {_table(Session)} s "
+        f"LEFT JOIN {_table(model)} u ON u.{_q(model._meta.pk.column)} = s.{_q('user_id')} "  # type: ignore[arg-type]  # a primary key always has a column
+        f"WHERE s.{_q('session_key')} = %s AND s.{_q('expire_date')} > %s"
+    )
+    return sql, user
+
+
+def unexpired_session(session_key: str, now: datetime) -> tuple[str, AbstractBaseUser | None] | None:
+    """Return (session_data, user) of the unexpired session with this key, or None.
+
+    `user` is the user the row names (models.Session.user), or None when it
+    names none or that user is gone.
+    """
+    sql, user_sel = _session_query()
+    db = _db()
+    row = _fetch_one(db, sql, [session_key, db.ops.adapt_datetimefield_value(now)])
+    if row is None:
+        return None
+    return row[0], (user_sel.instance(row[1:], db) if row[1] is not None else None)
 
 
 @cache
