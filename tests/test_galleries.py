@@ -20,6 +20,16 @@ def test_a_signed_in_user_creates_a_gallery_with_a_unique_slug(client, owner):
     assert slugs == ["beach-photos", "beach-photos-2"]
 
 
+def test_a_slug_taken_between_the_check_and_the_insert_is_chosen_again(owner, monkeypatch):
+    from gallery.services import galleries
+
+    Gallery.objects.create(owner=owner, title="Beach", slug="beach")
+    real = galleries._unique_slug
+    answers = iter(["beach"])  # what a concurrent request would have seen free a moment ago
+    monkeypatch.setattr(galleries, "_unique_slug", lambda title: next(answers, None) or real(title))
+    assert services.gallery_create(owner=owner, title="Beach").slug == "beach-2"
+
+
 def test_anonymous_visitors_are_sent_to_log_in_to_create(client):
     response = client.get(reverse("gallery_create"))
     assert response.status_code == 302
