@@ -38,9 +38,6 @@ def backbone(request, settings):
     `integration` run the real VGG16 with seeded random weights, as the workers they talk to do."""
     if REAL_MODEL_MARKERS.isdisjoint(m.name for m in request.node.iter_markers()):
         settings.IMAGESEARCH_BACKBONE = "tests.fake_backbone.FakeBackbone"
-    from gallery.embedding import backbones
-
-    return backbones.active()
 
 
 @pytest.fixture

@@ -20,10 +20,24 @@ def _preview_data_uri(upload):
         return None
 
 
+def _controls_error(errors):
+    """One sentence naming each invalid search control and why, or None."""
+    if not errors:
+        return None
+    labels = {"k": "Results", "max_distance": "Max distance", "page": "Page"}
+    reasons = "; ".join(f"{labels.get(name, name)}: {' '.join(msgs)}" for name, msgs in errors.items())
+    return f"Nothing was searched: {reasons}"
+
+
 def image_similar(request, pk):
     image = selectors.image_for_view(user=request.user, pk=pk)
-    (k, offset, max_distance, page), _errors = SearchControlsForm.read(request.GET)
-    matches = search.similar_to_image(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
+    (k, offset, max_distance, page), errors = SearchControlsForm.read(request.GET)
+    error = _controls_error(errors)
+    matches = (
+        []
+        if error
+        else search.similar_to_image(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
+    )
     return render(
         request,
         "gallery/results.html",
@@ -36,7 +50,9 @@ def image_similar(request, pk):
             "max_distance": max_distance,
             "has_next": len(matches) == k,
             "k_choices": K_CHOICES,
+            "error": error,
         },
+        status=400 if error else 200,
     )
 
 
@@ -46,11 +62,11 @@ def gallery_search(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
     form = QueryImageForm(request.POST, request.FILES)
     # k may come from the search form itself (no-JS) or from the query string.
-    (k, offset, max_distance, _page), _errors = SearchControlsForm.read(request.GET or request.POST)
-    error, matches, preview = None, [], None
-    if not form.is_valid():
+    (k, offset, max_distance, _page), errors = SearchControlsForm.read(request.GET or request.POST)
+    error, matches, preview = _controls_error(errors), [], None
+    if error is None and not form.is_valid():
         error = "Choose an image file to search with."
-    else:
+    if error is None:  # the picture is embedded only for a search that can run
         try:
             vector = embed_query_file(form.cleaned_data["image"])
             preview = _preview_data_uri(form.cleaned_data["image"])
