@@ -12,9 +12,12 @@ from gallery.models.images import (
 )
 from gallery.models.moderation import ModerationEvent, ModerationState
 from gallery.models.notices import SystemNotice
+from gallery.models.probes import CopyProbe
+from gallery.models.queries import OutsideQuery
 from gallery.models.sessions import Session
 
 __all__ = [
+    "CopyProbe",
     "EmbeddingState",
     "Gallery",
     "GalleryQuerySet",
@@ -24,6 +27,7 @@ __all__ = [
     "ModerationEvent",
     "ModerationQueueItem",
     "ModerationState",
+    "OutsideQuery",
     "Session",
     "SystemNotice",
     "Visibility",

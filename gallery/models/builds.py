@@ -27,6 +27,17 @@ class IndexBuild(models.Model):
     built_at = models.DateTimeField(default=timezone.now)
     duration_seconds = models.FloatField(default=0)
     error = models.TextField(blank=True)
+    # How queries use this version, chosen at build time from a sample of the
+    # gallery's own vectors (gallery.search.calibration). search_k 0 means a
+    # version built before calibration: the fixed rule of ann.search_k_for().
+    exact = models.BooleanField(default=False)  # scanned exactly: as fast as the forest at this size
+    search_k = models.PositiveIntegerField(default=0)
+    pool = models.PositiveIntegerField(default=0)  # candidates re-ranked exactly for 10 results
+    recall = models.FloatField(null=True, blank=True)  # measured recall@10 against exact search
+    recall_queries = models.PositiveIntegerField(default=0)
+    calibration_seconds = models.FloatField(default=0)
+    # Similarity bands fitted to the gallery's distances (gallery.search.bands).
+    bands = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-built_at"]
