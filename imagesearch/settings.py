@@ -368,6 +368,14 @@ IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0,
 IMAGESEARCH_STUCK_AFTER_SECONDS = env_float("IMAGESEARCH_STUCK_AFTER_SECONDS", 600.0, minimum=1.0)
 IMAGESEARCH_DEFAULT_K = 12
 IMAGESEARCH_MAX_K = 100
+# A search with an outside picture: the web process decodes it and waits this long
+# for the query worker (the `query` queue, model loaded at start) to embed it.
+IMAGESEARCH_QUERY_TIMEOUT_SECONDS = env_float("IMAGESEARCH_QUERY_TIMEOUT_SECONDS", 15.0, minimum=0.1)
+# Its results have a signed GET URL valid this long; older stored queries are purged.
+IMAGESEARCH_QUERY_TTL_SECONDS = env_int("IMAGESEARCH_QUERY_TTL_SECONDS", 86400, minimum=60)
+# Embed outside pictures in this process instead of asking the query worker. Eager mode
+# does it anyway (no workers); unit tests turn it on (their backbone is a fake).
+IMAGESEARCH_QUERY_IN_PROCESS = False
 
 # pre: new uploads are visible to their owner and staff only until approved.
 # post: new uploads are visible at once, until rejected.
@@ -398,6 +406,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "gallery.tasks.embed_images": {"queue": "embed"},
     "gallery.tasks.rebuild_index": {"queue": "index"},
+    "gallery.tasks.embed_query": {"queue": "query"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task published while Redis is down must not hang the request: fail fast,
@@ -416,6 +425,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gallery.tasks.reconcile_stuck_images",
         "schedule": IMAGESEARCH_RECONCILE_SECONDS,
         "options": {"expires": IMAGESEARCH_RECONCILE_SECONDS},
+    },
+    "purge-outside-queries": {
+        "task": "gallery.tasks.purge_outside_queries",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
 }
 
