@@ -5,11 +5,18 @@ commits (a worker never sees a row that was rolled back), in task-sized
 batches, and without hanging a request when the broker is down. Tasks are
 looked up by name in the Celery app's registry, so this module imports no
 task module (and services never import tasks).
+
+One request waits for its answer: a search with an outside picture asks the
+query worker to embed it (ask_query_worker), and the worker answers on a Redis
+list named in the request (answer_query).
 """
 
+import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from celery import Task, current_app
 from django.conf import settings
@@ -19,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 EMBED_IMAGES = "gallery.tasks.embed_images"
 REBUILD_INDEX = "gallery.tasks.rebuild_index"
+EMBED_QUERY = "gallery.tasks.embed_query"
+# A query's answer comes back on a Redis list of its own, named by the request.
+QUERY_REPLY_PREFIX = "imagesearch:query-reply:"
 
 # After a failed publish, this process skips the broker for a few seconds: a
 # 100-file upload during an outage must not wait for 100 connection timeouts.
@@ -90,3 +100,51 @@ def publish_rebuild(gallery_id: int) -> bool:
 def queue_rebuild(gallery_id: int) -> None:
     """Queue a rebuild of one gallery's index once the transaction commits."""
     transaction.on_commit(lambda: publish_rebuild(gallery_id))
+
+
+# --- Requests that wait for their answer --------------------------------------
+
+
+class NoAnswer(Exception):
+    """No worker answered a request in time (or the broker cannot be reached); the message is for people."""
+
+
+_reply_pools: dict[str, Any] = {}
+
+
+def _reply_client(timeout: float) -> Any:
+    import redis
+
+    url = settings.CELERY_BROKER_URL
+    pool = _reply_pools.get(url)
+    if pool is None:  # one pool per process: BLPOP from several threads, each on its own connection
+        pool = _reply_pools[url] = redis.ConnectionPool.from_url(url, socket_connect_timeout=2)
+    return redis.Redis(connection_pool=pool, socket_timeout=timeout + 5)
+
+
+def ask_query_worker(payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """Publish an embed_query task and wait up to `timeout` seconds for its answer; return it.
+
+    The task expires with the wait, so a worker that comes back later skips it.
+    Raise NoAnswer when the broker cannot be reached or no answer came.
+    """
+    reply_to = QUERY_REPLY_PREFIX + uuid.uuid4().hex
+    try:
+        _task(EMBED_QUERY).apply_async((reply_to, payload), expires=timeout)
+        popped = _reply_client(timeout).blpop([reply_to], timeout=timeout)
+    except Exception as exc:  # redis-py's and kombu's connection errors: a person needs only the cause
+        logger.warning("could not ask the query worker: %s", exc)
+        raise NoAnswer("the broker (Redis) cannot be reached.") from None
+    if popped is None:
+        raise NoAnswer(f"no query worker answered within {timeout:g} s.")
+    answer: dict[str, Any] = json.loads(popped[1])
+    return answer
+
+
+def answer_query(reply_to: str, answer: dict[str, Any], *, keep_seconds: int = 60) -> None:
+    """Send a worker's answer to the request waiting on `reply_to` (kept briefly if it has stopped waiting)."""
+    client = _reply_client(10.0)
+    with client.pipeline() as pipe:
+        pipe.rpush(reply_to, json.dumps(answer))
+        pipe.expire(reply_to, keep_seconds)
+        pipe.execute()
