@@ -11,6 +11,8 @@ from celery import shared_task
 
 from gallery import jobs, locks, services
 from gallery.models import Gallery
+from gallery.search import queries
+from gallery.services import outside_queries
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +75,22 @@ def reconcile_stuck_images():
     if ids:
         logger.info("re-queued %d pending image(s)", len(ids))
     return len(ids)
+
+
+@shared_task(name=jobs.EMBED_QUERY, acks_late=False, ignore_result=True)
+def embed_query(reply_to, payload):
+    """Embed an outside picture for the web request waiting on `reply_to`, and answer it.
+
+    At most once (acknowledged on receipt): the request waits seconds, and a
+    redelivery after a crash would answer no one. It expires with the wait.
+    """
+    jobs.answer_query(reply_to, queries.answer(payload))
+
+
+@shared_task(name="gallery.tasks.purge_outside_queries")
+def purge_outside_queries():
+    """Delete stored outside queries whose links have expired (run by beat)."""
+    deleted = outside_queries.outside_queries_purge()
+    if deleted:
+        logger.info("purged %d expired outside quer%s", deleted, "y" if deleted == 1 else "ies")
+    return deleted
