@@ -1,7 +1,8 @@
-"""Signal receivers: the embed worker loads its model at start; settings changes reset process state."""
+"""Signal receivers: the embed and query workers load the model at start; settings changes reset process state."""
 
 import logging
 
+import numpy as np
 from celery.signals import worker_ready
 from django.core.signals import setting_changed
 
@@ -37,20 +38,30 @@ def _on_setting_changed(*, setting, **kwargs):
 setting_changed.connect(_on_setting_changed, dispatch_uid="gallery.reset_process_state")
 
 
+MODEL_QUEUES = {"embed", "query"}
+
+
 @worker_ready.connect(dispatch_uid="gallery.load_model_at_start")
 def load_model_at_start(sender, **kwargs):
-    """Load the model as a solo-pool embed worker starts, so a weights problem shows at once."""
+    """Load the model as a solo-pool embed or query worker starts, so a weights problem shows at once.
+
+    A query worker also runs one forward pass on a blank picture: the first
+    search then finds the graph traced and its buffers allocated.
+    """
     # The sender is the worker's consumer; with a prefork pool the model must
     # load in the child processes (TensorFlow does not survive a fork), so only
     # a solo-pool worker loads it here.
     task_consumer = getattr(sender, "task_consumer", None)
     queues = {q.name for q in task_consumer.queues} if task_consumer is not None else set()
-    if "embed" not in queues or type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.solo":
+    if not queues & MODEL_QUEUES or type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.solo":
         return
     try:
         embedding.load()
+        if "query" in queues:
+            side = embedding.input_size()
+            embedding.embed_batch([np.zeros((side, side, 3), dtype=np.float32)])  # (1, D), discarded
     except embedding.WeightsUnavailable as exc:
-        logger.error("%s Images wait in pending until this is fixed.", exc)
+        logger.error("%s Images wait in pending and searches with a picture fail until this is fixed.", exc)
         SystemNotice.post(SystemNotice.WEIGHTS, str(exc))
     else:
         SystemNotice.clear(SystemNotice.WEIGHTS)
