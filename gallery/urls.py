@@ -22,6 +22,7 @@ urlpatterns = [
     path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
     path("g/<slug:slug>/search/", results.gallery_search, name="gallery_search"),
+    path("g/<slug:slug>/search/<str:token>/", results.gallery_search_results, name="gallery_search_results"),
     path("i/<int:pk>/", pages.image_detail, name="image_detail"),
     path("i/<int:pk>/similar/", results.image_similar, name="image_similar"),
     path("i/<int:pk>/delete/", pages.image_delete, name="image_delete"),

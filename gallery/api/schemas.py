@@ -27,3 +27,8 @@ def results_json(matches):
         }
         for m in matches
     ]
+
+
+def outside_search_json(*, k, page, matches, url, expires_at):
+    """An outside search's answer: its results and the signed GET URL of its results page, valid until expires_at."""
+    return {"k": k, "page": page, "results": results_json(matches), "url": url, "expires_at": expires_at.isoformat()}

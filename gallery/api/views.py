@@ -9,9 +9,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gallery import search, selectors, services
 from gallery.api.auth import api_view
-from gallery.api.schemas import results_json
+from gallery.api.schemas import outside_search_json, results_json
 from gallery.forms import SearchControlsForm
-from gallery.views.common import QueryImageError, embed_query_file
+from gallery.services import outside_queries
+from gallery.views.common import QueryImageError, embed_query_file, outside_results_url, query_error_status
 
 
 def _controls(request):
@@ -47,13 +48,25 @@ def search_gallery(request, slug):
     if upload is None:
         return JsonResponse({"error": "Send the query image as the multipart field 'image'."}, status=400)
     try:
-        vector = embed_query_file(upload)
+        query, data = embed_query_file(upload)
     except QueryImageError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
-    matches = search.search_vector(
-        user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance
+        return JsonResponse({"error": str(exc)}, status=query_error_status(exc))
+    stored = outside_queries.outside_query_create(
+        gallery=gallery, user=request.user, name=upload.name, query=query, picture=data
     )
-    return JsonResponse({"k": k, "page": page, "results": results_json(matches)})
+    matches = search.search_vector(
+        user=request.user, gallery=gallery, vector=query.vector, k=k, offset=offset, max_distance=max_distance
+    )
+    url = outside_results_url(gallery, stored, k=k, max_distance=max_distance, page=page if page > 1 else None)
+    return JsonResponse(
+        outside_search_json(
+            k=k,
+            page=page,
+            matches=matches,
+            url=request.build_absolute_uri(url),
+            expires_at=outside_queries.outside_query_expires_at(stored),
+        )
+    )
 
 
 @api_view

@@ -1,33 +1,48 @@
 """Helpers shared by the page and API views."""
 
-from django.conf import settings
+from urllib.parse import urlencode
 
-from gallery import embedding
-from gallery.embedding import imaging
+from django.conf import settings
+from django.urls import reverse
+
+from gallery.search import queries
+from gallery.search.queries import QueryImageError, QueryUnavailable
+
+__all__ = [
+    "K_CHOICES",
+    "QueryImageError",
+    "QueryUnavailable",
+    "embed_query_file",
+    "outside_results_url",
+    "query_error_status",
+    "wants_json",
+]
 
 # The result counts the pages offer.
 K_CHOICES = [6, 12, 24, 48, 100]
 
 
-class QueryImageError(Exception):
-    """The query image cannot be searched with; the message is for people."""
-
-
 def embed_query_file(upload):
-    """Decode and embed an outside query image. Raise QueryImageError with a readable reason."""
+    """Return (QueryVector, the file's bytes) of an outside picture. Raise QueryImageError with a readable reason."""
     if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
         raise QueryImageError(f"The file is too large (limit {settings.IMAGESEARCH_MAX_UPLOAD_BYTES // 1048576} MB).")
     data = upload.read()
-    try:
-        imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
-        arr = imaging.model_input(data, embedding.input_size())  # (S, S, 3)
-    except imaging.InvalidImage as exc:
-        raise QueryImageError(str(exc)) from None
-    try:
-        return embedding.embed_batch([arr])[0]  # (D,)
-    except embedding.WeightsUnavailable as exc:
-        raise QueryImageError(f"Search is unavailable: {exc}") from None
+    return queries.outside_vector(data), data
+
+
+def query_error_status(exc):
+    """503 when search with a picture cannot run now (no query worker, no weights), 400 for a bad picture."""
+    return 503 if isinstance(exc, QueryUnavailable) else 400
 
 
 def wants_json(request):
     return "application/json" in request.headers.get("Accept", "")
+
+
+def outside_results_url(gallery, query, *, k=None, max_distance=None, page=None):
+    """Return the signed GET URL (path and query string) of a stored outside query's results."""
+    params = {
+        name: value for name, value in (("k", k), ("max_distance", max_distance), ("page", page)) if value is not None
+    }
+    path = reverse("gallery_search_results", args=[gallery.slug, queries.token_for(query)])
+    return f"{path}?{urlencode(params)}" if params else path

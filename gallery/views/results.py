@@ -2,22 +2,21 @@
 
 import base64
 
+from django.http import HttpResponseRedirect
 from django.shortcuts import render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from gallery import search, selectors
-from gallery.embedding import imaging
 from gallery.forms import QueryImageForm, SearchControlsForm
-from gallery.views.common import K_CHOICES, QueryImageError, embed_query_file
-
-
-def _preview_data_uri(upload):
-    """Return a small JPEG of the (unstored) query picture as a data: URI, or None."""
-    upload.seek(0)
-    try:
-        return "data:image/jpeg;base64," + base64.b64encode(imaging.thumbnail_jpeg(upload.read(), 160)).decode()
-    except Exception:  # the search already succeeded; a missing preview is not worth an error
-        return None
+from gallery.search import queries
+from gallery.services import outside_queries
+from gallery.views.common import (
+    K_CHOICES,
+    QueryImageError,
+    embed_query_file,
+    outside_results_url,
+    query_error_status,
+)
 
 
 def _controls_error(errors):
@@ -58,23 +57,32 @@ def image_similar(request, pk):
 
 @require_POST
 def gallery_search(request, slug):
-    """Search the gallery with an outside image (not stored)."""
+    """Search the gallery with an outside image: store its vector, then redirect (303) to the results' GET URL.
+
+    The picture itself is not stored. A search that cannot run (an invalid
+    control, a file that is not a picture, no query worker) answers with the
+    reason on the results page, and nothing is stored.
+    """
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
     form = QueryImageForm(request.POST, request.FILES)
     # k may come from the search form itself (no-JS) or from the query string.
-    (k, offset, max_distance, _page), errors = SearchControlsForm.read(request.GET or request.POST)
-    error, matches, preview = _controls_error(errors), [], None
+    (k, _offset, max_distance, _page), errors = SearchControlsForm.read(request.GET or request.POST)
+    error, status = _controls_error(errors), 400
     if error is None and not form.is_valid():
         error = "Choose an image file to search with."
     if error is None:  # the picture is embedded only for a search that can run
+        upload = form.cleaned_data["image"]
         try:
-            vector = embed_query_file(form.cleaned_data["image"])
-            preview = _preview_data_uri(form.cleaned_data["image"])
-            matches = search.search_vector(
-                user=request.user, gallery=gallery, vector=vector, k=k, offset=offset, max_distance=max_distance
-            )
+            vector, data = embed_query_file(upload)
         except QueryImageError as exc:
-            error = str(exc)
+            error, status = str(exc), query_error_status(exc)
+        else:
+            stored = outside_queries.outside_query_create(
+                gallery=gallery, user=request.user, name=upload.name, query=vector, picture=data
+            )
+            response = HttpResponseRedirect(outside_results_url(gallery, stored, k=k, max_distance=max_distance))
+            response.status_code = 303  # See Other: reloading the results page GETs, never posts again
+            return response
     return render(
         request,
         "gallery/results.html",
@@ -82,11 +90,68 @@ def gallery_search(request, slug):
             "gallery": gallery,
             "query": None,
             "query_name": request.FILES.get("image") and request.FILES["image"].name,
-            "query_preview": preview,
-            "matches": matches,
+            "matches": [],
             "error": error,
             "k": k,
             "k_choices": K_CHOICES,
         },
+        status=status,
+    )
+
+
+def _preview_data_uri(thumbnail):
+    return "data:image/jpeg;base64," + base64.b64encode(bytes(thumbnail)).decode() if thumbnail else None
+
+
+@require_GET
+def gallery_search_results(request, slug, token):
+    """The results of a stored outside search, for anyone who may open the gallery (filtered for them)."""
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    try:
+        stored = queries.stored_query(gallery=gallery, token=token)
+    except queries.StoredQueryMissing as exc:
+        return _query_gone(request, gallery, str(exc), status=404)
+    except queries.StoredQueryGone as exc:
+        return _query_gone(request, gallery, str(exc), status=410)
+    (k, offset, max_distance, page), errors = SearchControlsForm.read(request.GET)
+    error = _controls_error(errors)
+    matches = (
+        []
+        if error
+        else search.search_vector(
+            user=request.user,
+            gallery=gallery,
+            vector=queries.stored_vector(stored),
+            k=k,
+            offset=offset,
+            max_distance=max_distance,
+        )
+    )
+    return render(
+        request,
+        "gallery/results.html",
+        {
+            "gallery": gallery,
+            "query": None,
+            "query_name": stored.original_name,
+            "query_preview": _preview_data_uri(stored.thumbnail),
+            "query_url": request.path,
+            "matches": matches,
+            "k": k,
+            "page": page,
+            "max_distance": max_distance,
+            "has_next": len(matches) == k,
+            "k_choices": K_CHOICES,
+            "error": error,
+        },
         status=400 if error else 200,
+    )
+
+
+def _query_gone(request, gallery, message, *, status):
+    return render(
+        request,
+        "gallery/query_gone.html",
+        {"gallery": gallery, "message": message, "response_status": status},
+        status=status,
     )
