@@ -13,7 +13,7 @@
 # TEST_REDIS_URL=redis://HOST:PORT/DB opts out of the private server and uses
 # a Redis database you own instead. The suite never FLUSHDBs a Redis it did not
 # start: there, tests delete only the keys the suite creates (Celery's queues
-# embed/index/default/celery, _kombu.* bindings, unacked*, imagesearch:* locks;
+# embed/index/default/query/celery, _kombu.* bindings, unacked*, imagesearch:* locks and replies;
 # tests/redis_broker.py's SUITE_KEY_PATTERNS). Name a database that no running
 # imagesearch uses as its broker, or its queued tasks are deleted too.
 #

@@ -34,10 +34,12 @@ REAL_MODEL_MARKERS = {"model", "integration"}
 
 @pytest.fixture(autouse=True)
 def backbone(request, settings):
-    """Unit tests embed with tests.fake_backbone (no TensorFlow); tests marked `model` or
-    `integration` run the real VGG16 with seeded random weights, as the workers they talk to do."""
+    """Unit tests embed with tests.fake_backbone (no TensorFlow), outside pictures too (in the
+    test process: no query worker runs); tests marked `model` or `integration` run the real
+    VGG16 with seeded random weights, as the workers they talk to do."""
     if REAL_MODEL_MARKERS.isdisjoint(m.name for m in request.node.iter_markers()):
         settings.IMAGESEARCH_BACKBONE = "tests.fake_backbone.FakeBackbone"
+        settings.IMAGESEARCH_QUERY_IN_PROCESS = True
 
 
 @pytest.fixture

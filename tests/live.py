@@ -113,12 +113,13 @@ class _Process:
 
 
 class Worker(_Process):
-    """A `celery worker` subprocess (solo pool, all queues, embedded beat)."""
+    """A `celery worker` subprocess (solo pool, all queues unless told, embedded beat)."""
 
-    def __init__(self, tmp_path, name="w1", beat=True, **env):
+    def __init__(self, tmp_path, name="w1", beat=True, queues="embed,index,default,query", **env):
         self.tmp_path = Path(tmp_path)
         self.name = name
         self.beat = beat
+        self.queues = queues
         self.env = worker_env(tmp_path, **env)
         self.log_path = self.tmp_path / f"worker-{name}.log"
         self.proc = None
@@ -134,7 +135,7 @@ class Worker(_Process):
             "--pool",
             "solo",
             "-Q",
-            "embed,index,default",
+            self.queues,
             "-n",
             f"{self.name}@%h",
             "--loglevel",

@@ -34,12 +34,12 @@ from pathlib import Path
 import pytest
 
 OPT_IN = "TEST_REDIS_URL"
-# Every key the suite's processes create on the broker: the app's three queues (and
+# Every key the suite's processes create on the broker: the app's four queues (and
 # kombu's priority variants of them, NAME + "\x06\x16" + priority), Celery's default
-# queue, kombu's bindings and unacked bookkeeping, the app's index locks. All that
+# queue, kombu's bindings and unacked bookkeeping, the app's index locks and query replies. All that
 # flush_broker may delete on a Redis the suite did not start.
 SUITE_KEY_PATTERNS = tuple(
-    [pattern for queue in ("embed", "index", "default", "celery") for pattern in (queue, queue + "\x06\x16*")]
+    [pattern for queue in ("embed", "index", "default", "query", "celery") for pattern in (queue, queue + "\x06\x16*")]
     + ["_kombu.*", "unacked*", "imagesearch:*"]
 )
 

@@ -13,6 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from gallery import services
+from gallery.search import queries
+from gallery.services import outside_queries
 from tests import imagegen, permission_world
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +52,15 @@ OWNER_ONLY_POST = expect(302, 404, LOGIN, 404)
 IMAGE_VIEWS = ("image_detail", "image_similar", "image_file", "image_thumb", "api_similar")
 
 
+def stored_query_token(gallery, user):
+    """Store an outside query of `gallery` (as the results' GET URL does) and return its signed token."""
+    vector = queries.outside_vector(imagegen.jpeg(3))
+    stored = outside_queries.outside_query_create(
+        gallery=gallery, user=user, name="q.jpg", query=vector, picture=imagegen.jpeg(3)
+    )
+    return queries.token_for(stored)
+
+
 def cases(world):
     """Yield (label, method, url, data, expected) for every URL pattern of the app."""
     p, g = world.galleries["private"].slug, world.galleries["public"].slug
@@ -65,6 +76,10 @@ def cases(world):
         search = {k: (400 if v == 200 else v) for k, v in who.items()}
         yield f"search {slug}", "post", reverse("gallery_search", args=[slug]), {}, search
         yield f"api search {slug}", "post", reverse("api_search", args=[slug]), {}, search
+        # The results of a stored outside search: for whoever may open the gallery.
+        gallery = next(g for g in world.galleries.values() if g.slug == slug)
+        results = reverse("gallery_search_results", args=[slug, stored_query_token(gallery, world.owner)])
+        yield f"outside results {slug}", "get", results, None, who
         yield f"edit {slug}", "get", reverse("gallery_edit", args=[slug]), None, OWNER_ONLY_GET
         yield f"delete form {slug}", "get", reverse("gallery_delete", args=[slug]), None, OWNER_ONLY_GET
         yield f"edit POST {slug}", "post", reverse("gallery_edit", args=[slug]), {"title": ""}, OWNER_ONLY_GET

@@ -58,6 +58,7 @@ def test_an_outside_search_with_an_invalid_control_is_refused_before_the_picture
     assert "Results:" in response.content.decode()
     assert backbone.calls == calls  # not embedded
     upload.seek(0)
-    ok = client.post(reverse("gallery_search", args=[image.gallery.slug]) + "?k=5", {"image": upload})
+    ok = client.post(reverse("gallery_search", args=[image.gallery.slug]) + "?k=5", {"image": upload}, follow=True)
+    assert ok.redirect_chain[0][1] == 303  # to the results' GET URL
     assert ok.status_code == 200 and len(ok.context["matches"]) == 5
     assert backbone.calls == calls + 1

@@ -61,6 +61,8 @@ def _app_routes(gallery, image):
                 kwargs["slug"] = gallery.slug
             if "<int:pk>" in str(sub.pattern):
                 kwargs["pk"] = image.pk
+            if "<str:token>" in str(sub.pattern):
+                kwargs["token"] = "not-a-token"
             yield sub.name, reverse(sub.name, kwargs=kwargs)
 
 
