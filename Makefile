@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint worker index-worker beat web migrate superuser bench clean
+.PHONY: run test install lint worker query-worker index-worker beat web migrate superuser bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ web: install
 
 worker: install
 	bash scripts/proc.sh worker
+
+query-worker: install
+	bash scripts/proc.sh query-worker
 
 index-worker: install
 	bash scripts/proc.sh index-worker

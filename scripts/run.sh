@@ -2,7 +2,7 @@
 # `make run`: the whole app on one machine with embedded defaults.
 # SQLite and media under ./var, Redis at REDIS_URL (a local redis-server is
 # started if none answers), then migrations and every process of the Procfile
-# (web server, embed worker, index worker, beat), each through scripts/proc.sh.
+# (web server, embed worker, query worker, index worker, beat), each through scripts/proc.sh.
 # Configuration is the environment, then .env (read as the Python processes read
 # it: the real environment wins). Ctrl-C stops everything this script started.
 set -euo pipefail

@@ -1,6 +1,6 @@
 """The Procfile is the one list of processes: every way of starting the app runs its commands.
 
-`make run` (scripts/run.sh) and `make web|worker|index-worker|beat` go through
+`make run` (scripts/run.sh) and `make web|worker|query-worker|index-worker|beat` go through
 scripts/proc.sh, which reads the Procfile; docker-compose.yml and the Dockerfile
 cannot read it, so their commands are compared with it here; the README shows it.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["web", "worker", "index-worker", "beat"]
+NAMES = ["web", "worker", "query-worker", "index-worker", "beat"]
 ENTRY = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
 
@@ -30,11 +30,12 @@ def procfile(path=ROOT / "Procfile"):
     return entries
 
 
-def test_the_procfile_lists_the_four_processes():
+def test_the_procfile_lists_the_five_processes():
     entries = procfile()
     assert list(entries) == NAMES
     assert entries["web"].startswith("gunicorn imagesearch.wsgi --bind ${HOST:-127.0.0.1}:${PORT:-8000} ")
     assert entries["worker"].startswith("celery -A imagesearch worker --pool solo -Q embed ")
+    assert entries["query-worker"].startswith("celery -A imagesearch worker --pool solo -Q query ")
     assert entries["index-worker"].startswith("celery -A imagesearch worker --concurrency 1 -Q index,default ")
     assert entries["beat"].startswith("celery -A imagesearch beat ")
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -96,7 +97,7 @@ def test_proc_sh_reads_the_procfile():
     assert proc.stdout.splitlines() == [*NAMES, entries["web"], entries["beat"]]
     proc = subprocess.run(["bash", "scripts/proc.sh", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
-    assert "no process 'nosuch' in the Procfile (it has: web worker index-worker beat)" in proc.stderr
+    assert "no process 'nosuch' in the Procfile (it has: web worker query-worker index-worker beat)" in proc.stderr
 
 
 def test_proc_sh_runs_the_entry_with_the_venv_on_path_and_env_loaded(tmp_path):
