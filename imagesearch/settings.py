@@ -362,6 +362,11 @@ IMAGESEARCH_BACKBONE = env_str("IMAGESEARCH_BACKBONE", "vgg16") or "vgg16"
 IMAGESEARCH_EMBED_BATCH_SIZE = env_int("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=256)
 IMAGESEARCH_RANDOM_SEED = env_int("IMAGESEARCH_RANDOM_SEED", 1234)
 IMAGESEARCH_INDEX_DIR = Path(env_str("IMAGESEARCH_INDEX_DIR") or VAR_DIR / "index")
+# Each index build measures its own recall@10 against exact search and widens
+# its search until it reaches this (gallery.search.calibration).
+IMAGESEARCH_TARGET_RECALL = env_float("IMAGESEARCH_TARGET_RECALL", 0.99, minimum=0.5)
+if IMAGESEARCH_TARGET_RECALL > 1.0:
+    raise ImproperlyConfigured("IMAGESEARCH_TARGET_RECALL is a share of the true 10 nearest: 0.5 .. 1.")
 IMAGESEARCH_INDEX_REBUILD_SECONDS = env_float("IMAGESEARCH_INDEX_REBUILD_SECONDS", 30.0, minimum=1.0)
 IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0, minimum=1.0)
 # An image left in pending/processing longer than this is queued again.

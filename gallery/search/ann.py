@@ -41,20 +41,29 @@ def n_trees_for(count: int) -> int:
     return 64
 
 
-def pool_for(n: int, count: int) -> int:
-    """Return how many candidates Annoy is asked for when a query wants `n` results."""
-    return min(count, max(POOL, 2 * n))
+def pool_for(n: int, count: int, base: int = 0) -> int:
+    """Return how many candidates Annoy is asked for when a query wants `n` results.
+
+    `base` is a build's calibrated pool for 10 results (0: POOL).
+    """
+    return min(count, max(base or POOL, 2 * n))
 
 
-def search_k_for(n_trees: int, n: int, count: int) -> int:
+def search_k_for(n_trees: int, n: int, count: int, calibrated: tuple[int, int] = (0, 0)) -> int:
     """Return Annoy's search_k (roughly, how many item distances one query computes) for `n` results.
 
-    Calibrated with the trees of n_trees_for() and a pool of 128 for recall@10
-    >= 0.99 on bench/search.py's clustered data: 1,600 * (count / 100k) ** 1.9,
-    never less than eight candidates per pool slot. `n_trees` is part of the
-    calibration: a different forest needs measuring again.
+    `calibrated` is a build's (search_k, pool) measured on its own vectors
+    (gallery.search.calibration): a wider pool, for more results, gets a
+    search_k wider in proportion. (0, 0), a version built before calibration,
+    falls back to the rule fitted on bench/search.py's clustered data for
+    recall@10 >= 0.99 with the trees of n_trees_for() and a pool of 128:
+    1,600 * (count / 100k) ** 1.9, never less than eight candidates per pool
+    slot. `n_trees` is part of that rule: a different forest needs measuring again.
     """
-    pool = pool_for(n, count)
+    search_k, base = calibrated
+    pool = pool_for(n, count, base)
+    if search_k:
+        return max(search_k, search_k * pool // max(1, base or POOL))
     return max(8 * pool, int(1_600 * (count / 100_000) ** 1.9))
 
 

@@ -50,23 +50,41 @@ class _Candidates(Protocol):
 
 
 def index_search(
-    ref: Ref, vector: npt.ArrayLike, n: int, search_k: int | None = None
+    ref: Ref,
+    vector: npt.ArrayLike,
+    n: int,
+    search_k: int | None = None,
+    *,
+    pool: int | None = None,
+    exact: bool | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Return the approximate `n` nearest items of an index version to `vector`.
 
     Returns (pks, distances): (M,) int64 and (M,) float32 cosine distances
     (1 - cos) computed exactly from the stored vectors, M <= n, nearest first,
-    ties by pk. `search_k` overrides ann.search_k_for() (for benchmarks). Raises
-    IndexUnavailable when the index cannot be used.
+    ties by pk. A version calibrated as exact (small galleries, where a scan is
+    as fast as the forest) is scanned; otherwise Annoy finds a pool of
+    candidates with the version's calibrated search_k. `search_k`, `pool` and
+    `exact` override the version's choice (calibration and benchmarks measure
+    with them). Raises IndexUnavailable when the index cannot be used.
     """
     loaded = cache.load(ref)
     query = np.asarray(vector, dtype=np.float32).reshape(loaded.vectors.shape[1])  # (D,)
     n = min(n, ref.item_count)
-    projected = projection.project(loaded.pca, query)  # (d,)
-    pool = ann.pool_for(n, ref.item_count)
-    found = ann.query(loaded.forest, projected, pool, search_k or ann.search_k_for(ref.n_trees, n, ref.item_count))
-    positions = np.asarray(found, dtype=np.int64)  # (P,) the pool, in projected order
-    distances = vectors.cosine_distances(loaded.vectors[positions], query)  # (P,) exact re-rank
+    if ref.exact if exact is None else exact:
+        distances = vectors.cosine_distances(loaded.vectors, query)  # (N,) the whole version
+        positions = np.arange(len(distances), dtype=np.int64)  # (N,)
+        if n < len(distances):
+            # Everything at the n-th distance is kept, so ties are broken by pk below, not by argpartition.
+            nth = np.partition(distances, n - 1)[n - 1]
+            positions = np.flatnonzero(distances <= nth)  # (>= n,)
+            distances = distances[positions]
+    else:
+        pool = pool or ann.pool_for(n, ref.item_count, ref.pool)
+        search_k = search_k or ann.search_k_for(ref.n_trees, n, ref.item_count, (ref.search_k, ref.pool))
+        found = ann.query(loaded.forest, projection.project(loaded.pca, query), pool, search_k)  # (d,) projected
+        positions = np.asarray(found, dtype=np.int64)  # (P,) the pool, in projected order
+        distances = vectors.cosine_distances(loaded.vectors[positions], query)  # (P,) exact re-rank
     pks = loaded.ids[positions]  # (P,)
     order = np.lexsort((pks, distances))[:n]  # (M,)
     return pks[order], distances[order]

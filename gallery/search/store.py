@@ -81,11 +81,24 @@ class Ref:
     checksum: str
     n_trees: int
     item_count: int
+    # How queries use it, chosen at build time (gallery.search.calibration).
+    exact: bool = False  # scan the stored vectors, not the forest
+    search_k: int = 0  # 0: ann.search_k_for()'s fixed rule
+    pool: int = 0
 
 
 def ref_for(build: IndexBuild) -> Ref:
     """Return the Ref of an IndexBuild row."""
-    return Ref(build.gallery_id, build.version, build.checksum, build.n_trees, build.item_count)
+    return Ref(
+        build.gallery_id,
+        build.version,
+        build.checksum,
+        build.n_trees,
+        build.item_count,
+        exact=build.exact,
+        search_k=build.search_k,
+        pool=build.pool,
+    )
 
 
 class Loaded:

@@ -1,5 +1,6 @@
 """Index builds: read a gallery's searchable vectors, build and publish a version, record it."""
 
+import logging
 import time
 from datetime import datetime
 
@@ -11,7 +12,9 @@ from django.utils import timezone
 
 from gallery import embedding, vectors
 from gallery.models import Gallery, Image, IndexBuild
-from gallery.search import store
+from gallery.search import calibration, store
+
+logger = logging.getLogger(__name__)
 
 
 def _searchable_vectors(
@@ -75,6 +78,14 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
     previous = gallery.current_build()
     try:
         built = store.build(gallery_id, version, ids, matrix, seed=settings.IMAGESEARCH_RANDOM_SEED)
+        ref = store.Ref(gallery_id, version, built.checksum, built.n_trees, built.item_count)
+        fit = calibration.calibrate(
+            ref,
+            ids,
+            matrix,
+            target=settings.IMAGESEARCH_TARGET_RECALL,
+            seed=settings.IMAGESEARCH_RANDOM_SEED,
+        )
     except Exception as exc:
         Gallery.objects.filter(pk=gallery_id).mark_index_stale()
         IndexBuild.objects.create(
@@ -87,6 +98,16 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
+    logger.info(
+        "gallery %s v%s: %s items, %s, recall@10 %s on %s queries (calibrated in %.1f s)",
+        gallery_id,
+        version,
+        built.item_count,
+        "exact" if fit.exact else f"pool {fit.pool} search_k {fit.search_k}",
+        "n/a" if fit.recall is None else f"{fit.recall:.4f}",
+        fit.queries,
+        fit.seconds,
+    )
     with transaction.atomic():
         IndexBuild.objects.filter(gallery=gallery, status=IndexBuild.Status.READY).update(
             status=IndexBuild.Status.SUPERSEDED
@@ -102,6 +123,12 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
             size_bytes=built.size_bytes,
             snapshot_at=snapshot_at,
             duration_seconds=time.monotonic() - started,
+            exact=fit.exact,
+            search_k=fit.search_k,
+            pool=fit.pool,
+            recall=fit.recall,
+            recall_queries=fit.queries,
+            calibration_seconds=fit.seconds,
         )
         Gallery.objects.filter(pk=gallery_id).update(current_index=record)
     # Keep the previous ready version too: a web process may still be reading it.
