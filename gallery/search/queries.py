@@ -123,10 +123,12 @@ def stored_query(*, gallery: Gallery, token: str) -> OutsideQuery:
         raise StoredQueryGone("This search has expired: its link is valid for a limited time.") from None
     except signing.BadSignature:
         raise StoredQueryMissing("This search link is not valid: it may have been cut short or changed.") from None
-    query = OutsideQuery.objects.filter(pk=pk, gallery=gallery).first()
+    query = OutsideQuery.objects.filter(pk=pk).first()
     if query is None:
         # A valid signature names a row that existed: it was purged, or its gallery was deleted.
         raise StoredQueryGone("This search has expired: its link is valid for a limited time.")
+    if query.gallery_id != gallery.pk:  # a link of another gallery, under this one's slug
+        raise StoredQueryMissing("This search link is not valid: it belongs to another gallery.")
     if query.embedding_version != embedding.version():
         raise StoredQueryGone(
             "This search was made with an earlier version of the model, whose results cannot be compared "
