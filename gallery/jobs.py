@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 EMBED_IMAGES = "gallery.tasks.embed_images"
 REBUILD_INDEX = "gallery.tasks.rebuild_index"
+PROBE_COPIES = "gallery.tasks.probe_copies"
 EMBED_QUERY = "gallery.tasks.embed_query"
 # A query's answer comes back on a Redis list of its own, named by the request.
 QUERY_REPLY_PREFIX = "imagesearch:query-reply:"
@@ -97,6 +98,14 @@ def publish_rebuild(gallery_id: int) -> bool:
     return True
 
 
+def publish_probes(gallery_id: int) -> None:
+    """Queue the embedding of generated copies of some of the gallery's images (gallery.services.probes)."""
+    try:
+        _task(PROBE_COPIES).delay(gallery_id)
+    except Exception:  # broker down: the next build asks again
+        logger.warning("could not queue copy probes of gallery %s", gallery_id, exc_info=True)
+
+
 def queue_rebuild(gallery_id: int) -> None:
     """Queue a rebuild of one gallery's index once the transaction commits."""
     transaction.on_commit(lambda: publish_rebuild(gallery_id))
@@ -109,17 +118,20 @@ class NoAnswer(Exception):
     """No worker answered a request in time (or the broker cannot be reached); the message is for people."""
 
 
-_reply_pools: dict[str, Any] = {}
+_reply_pools: dict[tuple[str, float], Any] = {}
 
 
 def _reply_client(timeout: float) -> Any:
+    """A client whose reads outlast a wait of `timeout` seconds (redis-py's default gives up after 5)."""
     import redis
 
-    url = settings.CELERY_BROKER_URL
-    pool = _reply_pools.get(url)
+    key = (settings.CELERY_BROKER_URL, timeout)
+    pool = _reply_pools.get(key)
     if pool is None:  # one pool per process: BLPOP from several threads, each on its own connection
-        pool = _reply_pools[url] = redis.ConnectionPool.from_url(url, socket_connect_timeout=2)
-    return redis.Redis(connection_pool=pool, socket_timeout=timeout + 5)
+        pool = _reply_pools[key] = redis.ConnectionPool.from_url(
+            key[0], socket_connect_timeout=2, socket_timeout=timeout + 5
+        )
+    return redis.Redis(connection_pool=pool)
 
 
 def ask_query_worker(payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
