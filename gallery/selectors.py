@@ -7,7 +7,7 @@ from django.db.models import Count, Min, OuterRef, Subquery
 from django.http import Http404
 from django.utils import timezone
 
-from gallery import access, vectors
+from gallery import access, embedding, vectors
 from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Visibility
 from gallery.search import Match, reads
 
@@ -80,6 +80,7 @@ def gallery_status(*, gallery):
     remaining = counts[EmbeddingState.PENDING] + counts[EmbeddingState.PROCESSING]
     total = sum(counts.values())
     build = gallery.current_build()
+    search = index_search_mode(build)
     return {
         "counts": counts,
         "total": total,
@@ -92,8 +93,49 @@ def gallery_status(*, gallery):
             "items": build.item_count if build else 0,
             "built_at": build.built_at.isoformat() if build else None,
             "stale": gallery.index_dirty,
+            # How the build is searched and how well, as its calibration measured it.
+            "mode": search["mode"],
+            "search_k": build.search_k if build else 0,
+            "pool": build.pool if build else 0,
+            "recall": search["recall"],
+            "recall_queries": build.recall_queries if build and search["recall"] is not None else 0,
+            "search": search_summary(build),
         },
     }
+
+
+def index_search_mode(build):
+    """Return {"mode", "recall"} of how search uses `build` (an IndexBuild or None).
+
+    mode: "exact" (a scan of the version's vectors, or of the gallery's rows
+    when there is no build of the current embedding), "forest" (Annoy with the
+    calibrated setting), or "fixed" (a forest built before calibration, searched
+    with the fixed rule). recall: recall@10 measured at build time, None when
+    not measured (too few items, or a build before calibration); 1.0 for a scan.
+    """
+    if build is None or not build.item_count or build.embedding_version != embedding.version():
+        return {"mode": "exact", "recall": None}
+    if build.exact:
+        return {"mode": "exact", "recall": build.recall}
+    return {"mode": "forest" if build.search_k else "fixed", "recall": build.recall}
+
+
+def search_summary(build):
+    """Return one line for people on how `build` is searched, or None without a build.
+
+    E.g. "Search: exact (all 300 images)", "Index v3: recall@10 0.995 measured on 400 of its images".
+    """
+    if build is None:
+        return None  # nothing indexed yet: the index chip says so
+    if build.embedding_version != embedding.version():
+        return f"Search: exact until index v{build.version} is rebuilt for the current model"
+    if not build.item_count:
+        return "Search: exact (the index is empty)"
+    if build.exact:
+        return f"Search: exact (all {build.item_count} image{'' if build.item_count == 1 else 's'})"
+    if build.recall is None:
+        return f"Index v{build.version}: recall not measured (built before calibration)"
+    return f"Index v{build.version}: recall@10 {build.recall:.3f} measured on {build.recall_queries} of its images"
 
 
 def rejected_neighbours(*, image, k=5):

@@ -35,6 +35,7 @@ class GalleryAdmin(admin.ModelAdmin):
         "index_version",
         "index_items",
         "index_built_at",
+        "index_search",
         "index_stale",
     )
     list_filter = ("visibility", "index_dirty")
@@ -79,6 +80,10 @@ class GalleryAdmin(admin.ModelAdmin):
                 index_version=F("current_index__version"),
                 index_items=F("current_index__item_count"),
                 index_built_at=F("current_index__built_at"),
+                # How it is searched, from the same join: no query per row.
+                index_exact=F("current_index__exact"),
+                index_search_k=F("current_index__search_k"),
+                index_recall=F("current_index__recall"),
             )
         )
 
@@ -103,6 +108,13 @@ class GalleryAdmin(admin.ModelAdmin):
     @admin.display(description="Built", ordering="index_built_at")
     def index_built_at(self, obj):
         return obj.index_built_at or "—"
+
+    @admin.display(description="Search (recall@10)", ordering="index_recall")
+    def index_search(self, obj):
+        if not obj.index_version:
+            return "—"
+        mode = "exact" if obj.index_exact else ("forest" if obj.index_search_k else "forest, fixed rule")
+        return mode if obj.index_recall is None else f"{mode}, {obj.index_recall:.3f}"
 
     @admin.display(description="Index stale", boolean=True, ordering="index_dirty")
     def index_stale(self, obj):
@@ -135,7 +147,8 @@ class GalleryAdmin(admin.ModelAdmin):
             text = "Not built yet"
         else:
             text = f"Version {status['version']}, {status['items']} items, built {status['built_at']}"
-        return text + (" — stale: a rebuild is due." if status["stale"] else " — up to date.")
+        text += " — stale: a rebuild is due." if status["stale"] else " — up to date."
+        return f"{text} {status['search']}." if status["search"] else text
 
     def get_urls(self):
         return [
@@ -173,10 +186,60 @@ class GalleryAdmin(admin.ModelAdmin):
             services.gallery_delete(gallery=gallery)
 
 
+# What the build's calibration chose and measured (gallery.search.calibration), shown together.
+CALIBRATION_FIELDS = (
+    "mode",
+    "recall_measured",
+    "calibrated_in",
+    "exact",
+    "search_k",
+    "pool",
+    "recall",
+    "recall_queries",
+)
+
+
 class IndexBuildAdmin(admin.ModelAdmin):
-    list_display = ("gallery", "version", "status", "item_count", "n_trees", "built_at", "duration_seconds")
-    list_filter = ("status", "gallery")
-    readonly_fields = [f.name for f in IndexBuild._meta.fields]
+    list_display = (
+        "gallery",
+        "version",
+        "status",
+        "item_count",
+        "n_trees",
+        "mode",
+        "recall_measured",
+        "calibrated_in",
+        "built_at",
+        "duration_seconds",
+    )
+    list_filter = ("status", "exact", "gallery")
+    list_select_related = ("gallery",)
+    readonly_fields = ["mode", "recall_measured", "calibrated_in", *(f.name for f in IndexBuild._meta.fields)]
+
+    def get_fieldsets(self, request, obj=None):
+        # Every other field as before, including any added later.
+        rest = [f.name for f in IndexBuild._meta.fields if f.name not in CALIBRATION_FIELDS]
+        return [(None, {"fields": rest}), ("Calibration", {"fields": CALIBRATION_FIELDS})]
+
+    @admin.display(description="Search", ordering="exact")
+    def mode(self, obj):
+        if obj.status == IndexBuild.Status.FAILED:
+            return "—"
+        if obj.exact:
+            return "exact"
+        if not obj.search_k:
+            return f"forest: fixed rule ({obj.n_trees} trees; built before calibration)"
+        return f"forest: pool {obj.pool}, search_k {obj.search_k}"
+
+    @admin.display(description="Recall@10", ordering="recall")
+    def recall_measured(self, obj):
+        if obj.recall is None:
+            return "not measured"
+        return f"{obj.recall:.3f} on {obj.recall_queries} queries"
+
+    @admin.display(description="Calibrated in", ordering="calibration_seconds")
+    def calibrated_in(self, obj):
+        return f"{obj.calibration_seconds:.1f} s" if obj.recall_queries else "—"
 
     def has_add_permission(self, request):
         return False
