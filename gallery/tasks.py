@@ -9,7 +9,7 @@ import logging
 
 from celery import shared_task
 
-from gallery import jobs, locks, services
+from gallery import embedding, jobs, locks, services
 from gallery.models import Gallery
 from gallery.search import queries
 from gallery.services import outside_queries
@@ -49,6 +49,8 @@ def rebuild_index(gallery_id):
         build = services.gallery_rebuild_index(gallery_id=gallery_id)
     if build is None:
         return None
+    if services.probes_wanted(gallery_id=gallery_id):
+        jobs.publish_probes(gallery_id)
     logger.info(
         "gallery %s: index v%d with %d items in %.2fs",
         gallery_id,
@@ -57,6 +59,16 @@ def rebuild_index(gallery_id):
         build.duration_seconds,
     )
     return build.version
+
+
+@shared_task(name=jobs.PROBE_COPIES, acks_late=True, autoretry_for=(OSError,), retry_backoff=10, max_retries=3)
+def probe_copies(gallery_id):
+    """Embed generated copies of some of the gallery's images, for its bands (skipped when the model cannot load)."""
+    try:
+        return services.gallery_probe_copies(gallery_id=gallery_id)
+    except embedding.WeightsUnavailable as exc:
+        logger.warning("gallery %s: no copy probes while the model cannot load: %s", gallery_id, exc)
+        return 0
 
 
 @shared_task(name="gallery.tasks.rebuild_stale_indexes")

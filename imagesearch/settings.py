@@ -367,6 +367,9 @@ IMAGESEARCH_INDEX_DIR = Path(env_str("IMAGESEARCH_INDEX_DIR") or VAR_DIR / "inde
 IMAGESEARCH_TARGET_RECALL = env_float("IMAGESEARCH_TARGET_RECALL", 0.99, minimum=0.5)
 if IMAGESEARCH_TARGET_RECALL > 1.0:
     raise ImproperlyConfigured("IMAGESEARCH_TARGET_RECALL is a share of the true 10 nearest: 0.5 .. 1.")
+# Images per gallery whose generated copies the embed worker embeds, so the
+# near-duplicate band is fitted to this gallery (gallery.services.probes); 0: off.
+IMAGESEARCH_COPY_PROBES = env_int("IMAGESEARCH_COPY_PROBES", 24, minimum=0, maximum=1000)
 IMAGESEARCH_INDEX_REBUILD_SECONDS = env_float("IMAGESEARCH_INDEX_REBUILD_SECONDS", 30.0, minimum=1.0)
 IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0, minimum=1.0)
 # An image left in pending/processing longer than this is queued again.
@@ -411,6 +414,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "gallery.tasks.embed_images": {"queue": "embed"},
     "gallery.tasks.rebuild_index": {"queue": "index"},
+    "gallery.tasks.probe_copies": {"queue": "embed"},
     "gallery.tasks.embed_query": {"queue": "query"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

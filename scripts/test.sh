@@ -28,6 +28,9 @@ export DJANGO_DEBUG=0
 export IMAGESEARCH_VGG16_WEIGHTS=none
 export IMAGESEARCH_VAR_DIR="${IMAGESEARCH_VAR_DIR:-$PWD/var/test}"
 export TF_CPP_MIN_LOG_LEVEL=2
+# Workers the tests start embed no generated copies after each build (each would
+# cost a real VGG16 a minute); tests/test_bands*.py turn the probes on themselves.
+export IMAGESEARCH_COPY_PROBES=0
 mkdir -p "$IMAGESEARCH_VAR_DIR" test-artifacts
 # Browser tests drive Debian's Chromium (test tools cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1; then

@@ -20,6 +20,7 @@ def isolated_files(settings, tmp_path):
     settings.IMAGESEARCH_INDEX_DIR = tmp_path / "index"
     settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.IMAGESEARCH_COPY_PROBES = 0  # as scripts/test.sh: the band tests turn copy probes on
     # Caches, the model and the broker back-off are per process: each test starts
     # clean (IndexBuild's cache especially: SQLite reuses the pks of rolled-back rows).
     from gallery.signals import reset_process_state

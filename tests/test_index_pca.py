@@ -144,9 +144,10 @@ def _damage(path, how):
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated", "missing"])
-def test_a_damaged_or_missing_projection_makes_the_version_unavailable(built, how):
+@pytest.mark.parametrize("suffix", [".pca.npy", ".white.npy", ".hash.npy"])
+def test_a_damaged_or_missing_projection_makes_the_version_unavailable(built, how, suffix):
     gallery, images, vecs, build = built
-    _damage(store.local_paths(gallery.pk, build.version)[3], how)
+    _damage(store.local_paths(gallery.pk, build.version)[store.SUFFIXES.index(suffix)], how)
     cache.evict()
     with pytest.raises(store.IndexUnavailable):
         engine.index_search(_ref(build, gallery.pk, build.version), vecs[0], 10)
@@ -175,8 +176,8 @@ def test_a_projection_missing_here_and_in_storage_is_unavailable(built, settings
 
 def _write_old_layout(gallery_id, version, ids, vecs):
     """Write a version as built before the projection: a 512-d angular forest, ids, vectors; return its checksum."""
-    ann, ids_path, vec_path, pca_path = store.local_paths(gallery_id, version)
-    for path in (ann, pca_path, ann.with_suffix(".verified")):
+    ann, ids_path, vec_path, pca_path, white_path, hash_path = store.local_paths(gallery_id, version)
+    for path in (ann, pca_path, white_path, hash_path, ann.with_suffix(".verified")):
         path.unlink(missing_ok=True)
     forest = AnnoyIndex(512, "angular")  # the layout before gallery.search.ann
     for pos, vec in enumerate(vecs.tolist()):

@@ -148,3 +148,81 @@ def thumbnail_jpeg(data: bytes, size: int = THUMB_SIZE) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue()
+
+
+# --- Perceptual hashes ------------------------------------------------------
+# A 63-bit DCT hash of the picture's luminance (the pHash construction): the
+# signs, against their median, of the 8x8 lowest frequencies of a 32x32
+# greyscale copy, DC left out. Re-encoding, resizing and removing colour
+# barely move it, and a mirrored picture's hash follows from the same
+# coefficients (odd horizontal frequencies change sign), so both are kept.
+# The embedding tells crops and small rotations apart from other pictures
+# better; gallery.search.bands uses the two together.
+HASH_SIDE = 32
+HASH_FREQS = 8
+NO_HASH = 0  # a flat picture hashes to 0, which carries no information: never a match
+_DCT = np.cos(
+    np.pi * (2 * np.arange(HASH_SIDE)[None, :] + 1) * np.arange(HASH_FREQS)[:, None] / (2 * HASH_SIDE)
+)  # (8, 32) DCT-II basis
+_MIRROR_SIGN = np.tile((-1.0) ** np.arange(HASH_FREQS), (HASH_FREQS, 1))  # (8, 8): odd horizontal frequencies flip
+
+
+def _hash_bits(coeffs: npt.NDArray[np.float64]) -> int:
+    flat = coeffs.reshape(-1)[1:]  # (63,) DC left out
+    bits = flat > np.median(flat)
+    return int(np.sum(bits.astype(np.int64) << np.arange(len(bits), dtype=np.int64)))
+
+
+def perceptual_hashes(img: PILImage.Image) -> tuple[int, int]:
+    """Return (hash, hash of the mirrored picture) of an RGB image: two 63-bit ints, NO_HASH if flat."""
+    grey = img.convert("L").resize((HASH_SIDE, HASH_SIDE), PILImage.Resampling.BILINEAR)
+    pixels = np.asarray(grey, dtype=np.float64)  # (32, 32)
+    coeffs = _DCT @ pixels @ _DCT.T  # (8, 8): [vertical, horizontal] frequency
+    if np.allclose(coeffs.reshape(-1)[1:], 0.0, atol=1e-6):
+        return NO_HASH, NO_HASH
+    return _hash_bits(coeffs), _hash_bits(coeffs * _MIRROR_SIGN)
+
+
+def hashes_of(data: bytes) -> tuple[int, int]:
+    """Return perceptual_hashes() of encoded image bytes (decoded small: a JPEG at reduced scale)."""
+    return perceptual_hashes(open_oriented(data, draft_size=4 * HASH_SIDE))
+
+
+def hash_distance(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Return the Hamming distance between hashes (broadcast); 64 (never a match) where either is NO_HASH."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    dist = np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+    return np.where((a == NO_HASH) | (b == NO_HASH), 64, dist)
+
+
+# --- Generated copies -------------------------------------------------------
+# What people do to a picture before it comes back as a "new" one. The
+# similarity bands learn from these (gallery.search.bands) where this
+# backbone puts copies of this gallery's pictures. Each parameter is drawn
+# from a range, per picture, so the bands fit a family, not six fixed edits.
+
+
+def copies(data: bytes, seed: int) -> list[tuple[str, bytes]]:
+    """Return [(transform, JPEG bytes)]: re-encoded, downscaled, cropped, mirrored, rotated, greyscale."""
+    rng = np.random.default_rng(seed)
+    img = open_oriented(data, draft_size=1024)
+    img.thumbnail((1024, 1024), PILImage.Resampling.LANCZOS)  # copies of a huge original need not be huge
+    w, h = img.size
+    scale = rng.uniform(0.4, 0.8)
+    crop = rng.uniform(0.03, 0.06)  # per side: 6 .. 12 % of each dimension in all
+    dx, dy = int(w * crop), int(h * crop)
+    angle = rng.uniform(3.0, 7.0) * rng.choice([-1.0, 1.0])
+    edits: list[tuple[str, PILImage.Image, int]] = [
+        ("jpeg", img, int(rng.integers(50, 76))),
+        ("resize", img.resize((max(1, int(w * scale)), max(1, int(h * scale))), PILImage.Resampling.BILINEAR), 90),
+        ("crop", img.crop((dx, dy, w - dx, h - dy)), 90),
+        ("mirror", ImageOps.mirror(img), 90),
+        ("rotate", img.rotate(angle, resample=PILImage.Resampling.BILINEAR), 90),
+        ("greyscale", ImageOps.grayscale(img).convert("RGB"), 90),
+    ]
+    out = []
+    for name, edited, quality in edits:
+        buf = io.BytesIO()
+        edited.save(buf, "JPEG", quality=quality)
+        out.append((name, buf.getvalue()))
+    return out

@@ -83,6 +83,10 @@ class Image(models.Model):
     flag_reason = models.TextField(blank=True)
     flag_match = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     flag_distance = models.FloatField(null=True, blank=True)
+    # Perceptual hashes of the picture and of its mirror image (gallery.embedding.imaging):
+    # with the embedding, what tells a near-duplicate apart (gallery.search.bands).
+    phash = models.BigIntegerField(null=True, blank=True, editable=False)
+    phash_mirror = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = ImageQuerySet.as_manager()
 

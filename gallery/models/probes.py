@@ -4,16 +4,18 @@ from django.db import models
 class CopyProbe(models.Model):
     """How far one generated copy of an image (re-encoded, resized, cropped...) lies from the image.
 
-    The embedding worker makes a few copies of a sample of each gallery's images
-    and embeds them; the distances tell where this backbone puts copies of this
-    gallery's pictures, and the similarity bands are fitted to them.
+    The embed worker makes a few copies of a sample of each gallery's images and
+    embeds them (gallery.services.probes); where this backbone puts copies of
+    this gallery's pictures is what the near-duplicate band is fitted to.
     """
 
     gallery = models.ForeignKey("gallery.Gallery", on_delete=models.CASCADE, related_name="+")
     image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
     embedding_version = models.CharField(max_length=120)
     transform = models.CharField(max_length=40)
-    distance = models.FloatField()
+    vector = models.BinaryField()  # the copy's embedding (gallery.vectors): bands are refitted in each build's space
+    distance = models.FloatField()  # cosine distance to the image's vector
+    hash_distance = models.PositiveSmallIntegerField()  # Hamming distance of the perceptual hashes (64: none)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

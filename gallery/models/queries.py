@@ -21,6 +21,8 @@ class OutsideQuery(models.Model):
     embedding_version = models.CharField(max_length=120)
     vector = models.BinaryField()  # float32 little-endian unit vector (gallery.vectors)
     thumbnail = models.BinaryField(blank=True)  # small JPEG of the query picture
+    phash = models.BigIntegerField(null=True, blank=True)  # perceptual hashes, as Image.phash
+    phash_mirror = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     def __str__(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Protocol, cast
@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from gallery import access, embedding, vectors
+from gallery.embedding import imaging
 from gallery.models import EmbeddingState, Gallery, Image, Visibility
-from gallery.search import ann, cache, projection, reads
+from gallery.search import ann, bands, cache, projection, reads
 from gallery.search.store import IndexUnavailable, Ref, ref_for
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,37 @@ class Match:
     image: reads.ResultImage | Image  # a result card uses pk, original_name, get_absolute_url()
     distance: float  # cosine distance, 0 (same direction) .. 2
     rank: int = 0
+    band: str = ""  # a key of bands.BANDS; "" where the gallery has no fitted bands yet
+    percentile: float | None = None  # share of the gallery's pairs farther apart, 0..100
+
+    @property
+    def band_label(self) -> str:
+        return bands.LABELS.get(self.band, "")
 
     @property
     def similarity(self) -> float:
         """Cosine similarity as a percentage, 0..100."""
         return max(0.0, min(100.0, (1.0 - self.distance) * 100.0))
+
+
+@dataclass
+class Results:
+    """One page of results, and how many results each band holds (with `counts`)."""
+
+    matches: list[Match]
+    # {band key: results in that band or closer} among the COUNT_DEPTH nearest, or {} without bands.
+    counts: dict[str, int] = field(default_factory=dict)
+    # Bands whose count reached the depth searched: "at least" that many.
+    saturated: frozenset[str] = frozenset()
+
+
+# Results counted per band for the threshold control: the nearest this many,
+# and every near-duplicate the hashes find anywhere in the gallery.
+COUNT_DEPTH = 100
+
+
+# Images newer than the index version: pk -> (vector (D,), perceptual hash).
+Delta = dict[int, tuple[npt.NDArray[np.float32], int]]
 
 
 class _Candidates(Protocol):
@@ -121,8 +148,37 @@ def search_vector(
     offset: int = 0,
     max_distance: float | None = None,
     exclude_id: int | None = None,
+    band: str | None = None,
+    query_hashes: tuple[int, int] | None = None,
 ) -> list[Match]:
-    """Return the nearest images of `gallery` to `vector` that `user` may see, nearest first.
+    """Return the nearest images of `gallery` to `vector` that `user` may see (search_results' matches)."""
+    return search_results(
+        user=user,
+        gallery=gallery,
+        vector=vector,
+        k=k,
+        offset=offset,
+        max_distance=max_distance,
+        exclude_id=exclude_id,
+        band=band,
+        query_hashes=query_hashes,
+    ).matches
+
+
+def search_results(
+    *,
+    user: access.Viewer,
+    gallery: Gallery,
+    vector: npt.ArrayLike,
+    k: int | None = None,
+    offset: int = 0,
+    max_distance: float | None = None,
+    exclude_id: int | None = None,
+    band: str | None = None,
+    query_hashes: tuple[int, int] | None = None,
+    counts: bool = False,
+) -> Results:
+    """Return the nearest images of `gallery` to `vector` that `user` may see: copies first, then nearest first.
 
     `gallery` is one `user` may open (selectors.gallery_for_view, image_for_view).
     Candidates come from the gallery's Annoy index plus an exact scan of images
@@ -131,6 +187,13 @@ def search_vector(
     version or hidden from `user` are dropped by one database query, which also
     reads what a result shows. When the index cannot be used the whole gallery
     is searched exactly and a rebuild is queued.
+
+    With the build's fitted bands (gallery.search.bands) each result gets a
+    band and a percentile; exact copies and near-duplicates (found also by
+    perceptual hash, `query_hashes` = the query picture's (hash, mirror hash),
+    anywhere in the index) come first. `band` keeps only results in that band
+    or closer; `counts` also counts the results per band among the COUNT_DEPTH
+    nearest, for the threshold control.
     """
     k = k or settings.IMAGESEARCH_DEFAULT_K
     want = offset + k
@@ -138,7 +201,7 @@ def search_vector(
     version = embedding.version()
     sees_all = access.sees_every_image(user, gallery)
     if not sees_all and gallery.visibility != Visibility.PUBLIC:
-        return []
+        return Results([])
 
     def base() -> QuerySet[Image]:
         # No ORDER BY: results are ranked by distance here, never by the model's ordering.
@@ -154,21 +217,102 @@ def search_vector(
             exclude_id=exclude_id,
             public_only=not sees_all,
         )
+        fitted = bands.Fitted.from_json(build.bands)
+        depth = max(want, COUNT_DEPTH) if (counts or band) and fitted else want
+        ref = ref_for(build)
         try:
-            pks, dist, names = _search_indexed(
-                candidates, base, ref_for(build), build.snapshot_at, vector, want, max_distance
+            pks, dist, names, delta = _search_indexed(
+                candidates, base, ref, build.snapshot_at, vector, depth, max_distance
             )
+            if fitted is None:
+                return Results(_matches(gallery, pks, dist, offset, want, names))
+            return _banded(
+                gallery, ref, fitted, candidates, build.snapshot_at, vector, query_hashes,
+                (pks, dist, names, delta), offset, want, depth, max_distance, band, exclude_id,
+            )  # fmt: skip
         except IndexUnavailable as exc:
             logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
             Gallery.objects.filter(pk=gallery.pk).mark_index_stale()
-        else:
-            return _matches(gallery, pks, dist, offset, want, names)
     pks, dist = exact_scan(base(), vector[None, :], want)
     pks, dist = pks[0], dist[0]
     if max_distance is not None:
         keep = dist <= max_distance
         pks, dist = pks[keep], dist[keep]
-    return _matches(gallery, pks, dist, offset, want)
+    return Results(_matches(gallery, pks, dist, offset, want))
+
+
+def _banded(
+    gallery: Gallery,
+    ref: Ref,
+    fitted: bands.Fitted,
+    candidates: _Candidates,
+    snapshot_at: datetime,
+    vector: npt.NDArray[np.float32],
+    query_hashes: tuple[int, int] | None,
+    found: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[int, str], Delta],
+    offset: int,
+    want: int,
+    depth: int,
+    max_distance: float | None,
+    band: str | None,
+    exclude_id: int | None,
+) -> Results:
+    """Classify ranked candidates into bands, add near-duplicates found by hash, filter, count and page them."""
+    pks, dist, names, delta = found
+    pks, dist = pks[:depth], dist[:depth]  # nearest first: the depth searched
+    saturated_at = float(dist[-1]) if len(pks) >= depth else None  # how far that reached, when it was full
+    loaded = cache.load(ref)
+    if query_hashes is not None:
+        # Near-duplicates by hash anywhere in the version, beyond the nearest by distance.
+        hit = np.flatnonzero(bands.hash_distances(query_hashes, loaded.hashes) <= fitted.hash_bits)
+        extra = sorted(set(loaded.ids[hit].tolist()) - set(pks.tolist()) - set(delta) - {exclude_id})
+        if extra:
+            rows = candidates(pks=extra, recent_after=snapshot_at, new_after=snapshot_at)
+            visible = [pk for pk, name, _recent, _new in rows if pk in set(extra)]
+            names.update((pk, name) for pk, name, _recent, _new in rows)
+            at = np.searchsorted(loaded.ids, visible)
+            extra_dist = vectors.cosine_distances(loaded.vectors[at], vector) if len(at) else np.zeros(0, np.float32)
+            keep = extra_dist <= max_distance if max_distance is not None else np.ones(len(at), dtype=bool)
+            pks = np.concatenate([pks, np.asarray(visible, dtype=np.int64)[keep]])
+            dist = np.concatenate([dist, extra_dist[keep].astype(np.float32)])
+    # Each result's vector and hash: the delta's where it has one, else the version's.
+    vecs = np.zeros((len(pks), len(vector)), dtype=np.float32)  # (M, D)
+    hashes = np.zeros(len(pks), dtype=np.int64)  # (M,)
+    in_delta = np.array([pk in delta for pk in pks.tolist()], dtype=bool)
+    at = np.minimum(np.searchsorted(loaded.ids, pks[~in_delta]), max(0, len(loaded.ids) - 1))
+    vecs[~in_delta] = loaded.vectors[at] if len(at) else vecs[~in_delta]
+    hashes[~in_delta] = loaded.hashes[at] if len(at) else hashes[~in_delta]
+    for i in np.flatnonzero(in_delta):
+        vecs[i], hashes[i] = delta[int(pks[i])]
+    keys = fitted.classify(
+        dist,
+        hash_distances=bands.hash_distances(query_hashes, hashes),
+        white_distances=bands.white_distances(loaded.white, vector, vecs),
+    )
+    rank = np.array([min(bands.RANK[key], 2) for key in keys], dtype=np.int64)  # copies first, then by distance
+    order = np.lexsort((pks, dist, rank))
+    pks, dist = pks[order], dist[order]
+    keys = [keys[i] for i in order]
+    counted: dict[str, int] = {}
+    for key in bands.KEYS:
+        counted[key] = sum(1 for b in keys if bands.RANK[b] <= bands.RANK[key])
+    # A band reaching past the farthest result searched may hold more than counted.
+    # ("near" is complete: the hashes were matched against the whole version.)
+    reach = {key: fitted.threshold(key) for key in bands.KEYS}
+    reach["distant"] = np.inf
+    saturated = frozenset(
+        key for key, limit in reach.items() if saturated_at is not None and limit is not None and limit >= saturated_at
+    )
+    if band:
+        keep_rows = [i for i, b in enumerate(keys) if bands.RANK[b] <= bands.RANK[band]]
+        pks, dist, keys = pks[keep_rows], dist[keep_rows], [keys[i] for i in keep_rows]
+    matches = _matches(gallery, pks, dist, offset, want, names)
+    by_pk = dict(zip(pks[offset:want].tolist(), keys[offset:want], strict=True))
+    percentiles = fitted.percentile([m.distance for m in matches]).tolist()
+    for m, p in zip(matches, percentiles, strict=True):
+        m.band = by_pk[m.image.pk]
+        m.percentile = round(p, 2)
+    return Results(matches, counted, saturated)
 
 
 def _search_indexed(
@@ -179,15 +323,16 @@ def _search_indexed(
     vector: npt.NDArray[np.float32],
     want: int,
     max_distance: float | None,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[int, str]]:
-    """Return (pks, distances, {pk: name}) of at least the best `want` visible candidates, nearest first.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[int, str], Delta]:
+    """Return (pks, distances, {pk: name}, delta) of at least the best `want` visible candidates, nearest first.
 
     One query per round answers what the index cannot: which candidates the
     viewer may see (and their names), and which images are newer than the index
-    (the delta). The delta's vectors are fetched only when there is one.
+    (the delta: {pk: (vector, perceptual hash)}). The delta's vectors are
+    fetched only when there is one.
     """
     cutoff = snapshot_at - SNAPSHOT_MARGIN
-    delta: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+    delta: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], Delta] | None = None
     names: dict[int, str] = {}
     # Hidden, rejected or deleted items still in the index may crowd the first
     # candidates out: ask the index for more until `want` visible ones are found.
@@ -200,7 +345,7 @@ def _search_indexed(
         names.update((pk, name) for pk, name, _recent, _new in rows)
         if delta is None:
             delta = _delta(base, ref, rows, vector)
-        delta_pks, delta_dist = delta
+        delta_pks, delta_dist, delta_rows = delta
         # Re-embedded since the build: the delta's vector wins. (Sets, not np.isin:
         # on a few dozen items np.isin sorts, about five times the cost.)
         visible = {row[0] for row in rows}.difference(delta_pks.tolist())
@@ -217,14 +362,14 @@ def _search_indexed(
         exhausted = n >= ref.item_count or len(found_pks) < n
         beyond = max_distance is not None and len(found_dist) and found_dist[-1] > max_distance
         if len(pks) >= want or exhausted or beyond:
-            return pks, dist, names
+            return pks, dist, names, delta_rows
         n = min(ref.item_count, n * 8)  # rare, so ask generously: the deeper the rank, the wider the pool must be
 
 
 def _delta(
     base: Callable[[], QuerySet[Image]], ref: Ref, rows: Sequence[reads.Candidate], vector: npt.NDArray[np.float32]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Return (pks (R,), distances (R,)) of visible images the index does not hold.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], Delta]:
+    """Return (pks (R,), distances (R,), {pk: (vector, hash)}) of visible images the index does not hold.
 
     Those embedded after the build read the table, plus any embedded shortly
     before it whose transaction committed too late to be read.
@@ -235,13 +380,16 @@ def _delta(
         new = np.array([new for _, new in recent], dtype=bool)
         pks = pks[new | ~index_contains(ref, pks)]
     if not len(pks):
-        return pks, np.zeros(0, dtype=np.float32)
+        return pks, np.zeros(0, dtype=np.float32), {}
     # Searchable rows are embedded: their vector is never NULL.
     found = cast(
-        "list[tuple[int, vectors.Blob]]", list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding"))
+        "list[tuple[int, vectors.Blob, int | None]]",
+        list(base().filter(pk__in=pks.tolist()).values_list("pk", "embedding", "phash")),
     )
-    pks = np.array([pk for pk, _ in found], dtype=np.int64)  # (R,)
-    return pks, vectors.cosine_distances(vectors.matrix([e for _, e in found], len(vector)), vector)  # (R,)
+    pks = np.array([pk for pk, _, _ in found], dtype=np.int64)  # (R,)
+    matrix = vectors.matrix([e for _, e, _ in found], len(vector))  # (R, D)
+    rows_by_pk: Delta = {pk: (matrix[i], imaging.NO_HASH if h is None else h) for i, (pk, _, h) in enumerate(found)}
+    return pks, vectors.cosine_distances(matrix, vector), rows_by_pk  # (R,), (R,)
 
 
 def _matches(
@@ -316,8 +464,22 @@ def similar_images(
     if vec is None:
         return []
     return search_vector(
-        user=user, gallery=image.gallery, vector=vec, k=k, offset=offset, max_distance=max_distance, exclude_id=image.pk
+        user=user,
+        gallery=image.gallery,
+        vector=vec,
+        k=k,
+        offset=offset,
+        max_distance=max_distance,
+        exclude_id=image.pk,
+        query_hashes=image_hashes(image),
     )
+
+
+def image_hashes(image: Image) -> tuple[int, int] | None:
+    """Return an image's (perceptual hash, mirror hash), or None when it has none (uploaded before hashes)."""
+    if image.phash is None or image.phash_mirror is None:
+        return None
+    return image.phash, image.phash_mirror
 
 
 def _indexed_vector(image: Image) -> npt.NDArray[np.float32] | None:

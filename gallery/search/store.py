@@ -1,6 +1,6 @@
 """Index files: where they live, how they are built, published, fetched and verified.
 
-One index per gallery and build version, four files:
+One index per gallery and build version, six files:
   vNNNNNN.ann      the Annoy forest (gallery.search.ann) over the vectors
                    projected to INDEX_DIM dimensions by the version's PCA
   vNNNNNN.ids.npy  (N,) int64, sorted: Annoy ids must be dense ints, so item
@@ -11,6 +11,10 @@ One index per gallery and build version, four files:
   vNNNNNN.pca.npy  (1 + INDEX_DIM, D) float32: row 0 the mean of the fitted
                    sample, then the principal components, largest first (zero
                    rows past the sample's rank); a query is projected with it
+  vNNNNNN.white.npy (1 + WHITEN_DIM, D) float32: the whitening the similarity
+                   bands measure near-duplicates in (projection.fit_whitening)
+  vNNNNNN.hash.npy (N,) int64: each item's perceptual hash
+                   (imaging.perceptual_hashes; NO_HASH when unknown)
   vNNNNNN.verified local only: this host checked the files against the checksum
 Files are built under temporary names and published with an atomic rename into
 IMAGESEARCH_INDEX_DIR, which is also a cache: the published copy lives in the
@@ -22,7 +26,7 @@ is exact until the rebuild that this triggers.
 Annoy mmaps a local file; that is why index files, alone among the product's
 files, are read from a local directory rather than through the storage API.
 Annoy can crash the process on a damaged file, so nothing is handed to it before
-the sizes and the checksum of all four files have been verified.
+the sizes and the checksum of all its files have been verified.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".ann", ".ids.npy", ".vec.npy", ".pca.npy")
+SUFFIXES = (".ann", ".ids.npy", ".vec.npy", ".pca.npy", ".white.npy", ".hash.npy")
+LAST_ANN = (1, 2, 3, 4, 5, 0)  # the order files are published in: the forest last
 NPY_HEADER_MAX = 4096  # np.save headers are 128 bytes; anything bigger is garbage
 
 
@@ -110,11 +115,15 @@ class Loaded:
         ids: npt.NDArray[np.int64],
         vectors: npt.NDArray[np.float32],
         pca: npt.NDArray[np.float32],
+        white: npt.NDArray[np.float32],
+        hashes: npt.NDArray[np.int64],
     ) -> None:
         self.forest = forest  # Annoy forest over (N, INDEX_DIM) projected vectors
         self.ids = ids  # (N,) int64, sorted: position -> image pk
         self.vectors = vectors  # (N, D) float32, memory-mapped: position -> unit vector
         self.pca = pca  # (1 + INDEX_DIM, D) float32, in RAM: mean, then components
+        self.white = white  # (1 + WHITEN_DIM, D) float32, in RAM: mean, then scaled components
+        self.hashes = hashes  # (N,) int64, in RAM: position -> perceptual hash
 
 
 def local_dir(gallery_id: int) -> Path:
@@ -122,7 +131,7 @@ def local_dir(gallery_id: int) -> Path:
 
 
 def local_paths(gallery_id: int, version: int) -> tuple[Path, ...]:
-    """The four local files of a version, in SUFFIXES order."""
+    """The local files of a version, in SUFFIXES order."""
     base = local_dir(gallery_id) / f"v{version:06d}"
     return tuple(Path(f"{base}{s}") for s in SUFFIXES)
 
@@ -132,7 +141,7 @@ def _remote_names(gallery_id: int, version: int) -> tuple[str, ...]:
 
 
 def checksum(paths: Iterable[str | Path]) -> str:
-    """sha256 over the files' bytes in order (.ann, .ids.npy, .vec.npy, .pca.npy)."""
+    """sha256 over the files' bytes in SUFFIXES order."""
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:
@@ -141,20 +150,29 @@ def checksum(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
-def build(gallery_id: int, version: int, ids: npt.ArrayLike, vectors: npt.ArrayLike, seed: int = 0) -> BuiltIndex:
+def build(
+    gallery_id: int,
+    version: int,
+    ids: npt.ArrayLike,
+    vectors: npt.ArrayLike,
+    seed: int = 0,
+    hashes: npt.ArrayLike | None = None,
+) -> BuiltIndex:
     """Build and publish the index of one gallery version.
 
     `ids` is an (N,) int64 array of image pks; `vectors` is (N, D) float32 of
-    unit length. The same inputs and seed give the same answers (the projection
+    unit length; `hashes` (N,) int64 their perceptual hashes (None: unknown). The same inputs and seed give the same answers (the projection
     file too; the forest's node order depends on build-thread timing).
     Safe to run twice: a rebuild of the same version replaces the files atomically.
     """
     ids = np.asarray(ids, dtype=np.int64)  # (N,)
     vectors = np.asarray(vectors, dtype=np.float32)  # (N, D)
     assert vectors.ndim == 2 and len(vectors) == len(ids), vectors.shape
+    hashes = np.zeros(len(ids), dtype=np.int64) if hashes is None else np.asarray(hashes, dtype=np.int64)
+    assert hashes.shape == (len(ids),), hashes.shape
     if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
         order = np.argsort(ids, kind="stable")  # searchsorted needs sorted, unique pks
-        ids, vectors = ids[order], vectors[order]
+        ids, vectors, hashes = ids[order], vectors[order], hashes[order]
         assert np.all(ids[1:] > ids[:-1]), "duplicate image pks"
     directory = local_dir(gallery_id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -166,17 +184,18 @@ def build(gallery_id: int, version: int, ids: npt.ArrayLike, vectors: npt.ArrayL
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=f"{suffix}.tmp")
         os.close(fd)
         temps.append(tmp)
-    tmp_ann, tmp_ids, tmp_vec, tmp_pca = temps  # in SUFFIXES order, like finals
+    tmp_ann, tmp_ids, tmp_vec, tmp_pca, tmp_white, tmp_hash = temps  # in SUFFIXES order, like finals
     try:
         pca = projection.fit_projection(vectors, seed)  # (1 + d, D)
+        white = projection.fit_whitening(vectors, seed)  # (1 + w, D)
         ann.build_forest(tmp_ann, vectors, lambda chunk: projection.project(pca, chunk), n_trees, seed)
-        for tmp, array in ((tmp_ids, ids), (tmp_vec, vectors), (tmp_pca, pca)):
+        for tmp, array in ((tmp_ids, ids), (tmp_vec, vectors), (tmp_pca, pca), (tmp_white, white), (tmp_hash, hashes)):
             with open(tmp, "wb") as fh:
                 np.save(fh, array)
         digest = checksum(temps)
         size = sum(os.path.getsize(t) for t in temps)
-        # .ann last: a reader that sees the .ann finds its map, vectors and projection.
-        for i in (1, 2, 3, 0):
+        # .ann last: a reader that sees the .ann finds its map, vectors and projections.
+        for i in LAST_ANN:
             os.replace(temps[i], finals[i])
     finally:
         for tmp in temps:
@@ -184,9 +203,14 @@ def build(gallery_id: int, version: int, ids: npt.ArrayLike, vectors: npt.ArrayL
                 os.unlink(tmp)
     _mark_verified(finals, digest)  # hashed just above, from these very bytes
     remotes = _remote_names(gallery_id, version)
-    for i in (1, 2, 3, 0):  # .ann last in storage too, for the same reason
+    for i in LAST_ANN:  # .ann last in storage too, for the same reason
         _publish(finals[i], remotes[i])
     return BuiltIndex(version=version, item_count=len(ids), n_trees=n_trees, checksum=digest, size_bytes=size)
+
+
+def read_whitening(gallery_id: int, version: int) -> npt.NDArray[np.float32]:
+    """Return the (1 + WHITEN_DIM, D) whitening of a version this host has just built (for fitting its bands)."""
+    return np.load(local_paths(gallery_id, version)[4], allow_pickle=False)
 
 
 def _storage_is_local_cache() -> bool:
@@ -238,18 +262,13 @@ def _npy_shape(path: Path, dtype: str) -> tuple[int, ...]:
 
 def open_version(ref: Ref, dim: int) -> Loaded:
     """Fetch (if need be), verify and open one version whose vectors are `dim` wide. Raise IndexUnavailable."""
-    ann_path, ids_path, vec_path, pca_path = paths = local_paths(ref.gallery_id, ref.version)
-    remote_ann, remote_ids, remote_vec, remote_pca = _remote_names(ref.gallery_id, ref.version)
+    ann_path, ids_path, vec_path, pca_path, white_path, hash_path = paths = local_paths(ref.gallery_id, ref.version)
+    remotes = _remote_names(ref.gallery_id, ref.version)
     try:
-        # A version built before the projection has no .pca.npy: missing, like any
-        # absent file, so search is exact and a rebuild is queued.
-        for local, remote in (
-            (ids_path, remote_ids),
-            (vec_path, remote_vec),
-            (pca_path, remote_pca),
-            (ann_path, remote_ann),
-        ):
-            _fetch(local, remote)
+        # A version built before the projection or the bands lacks a file:
+        # missing, like any absent file, so search is exact and a rebuild is queued.
+        for i in LAST_ANN:
+            _fetch(paths[i], remotes[i])
     except IndexUnavailable:
         raise
     except Exception as exc:  # storage down or refusing: try again later, search exactly meanwhile
@@ -259,6 +278,10 @@ def open_version(ref: Ref, dim: int) -> Loaded:
             raise IndexUnavailable(f"v{ref.version}: item count or width differs from its build record")
         if _npy_shape(pca_path, "<f4") != (1 + projection.INDEX_DIM, dim):
             raise IndexUnavailable(f"{pca_path.name} is not a projection to {projection.INDEX_DIM} dimensions")
+        if _npy_shape(white_path, "<f4") != (1 + projection.WHITEN_DIM, dim):
+            raise IndexUnavailable(f"{white_path.name} is not a whitening to {projection.WHITEN_DIM} dimensions")
+        if _npy_shape(hash_path, "<i8") != (ref.item_count,):
+            raise IndexUnavailable(f"{hash_path.name} does not hold one hash per item")
         # Size first (cheap), then every byte: Annoy trusts its file blindly.
         if os.path.getsize(ann_path) < ref.item_count * projection.INDEX_DIM * 4:
             raise IndexUnavailable(f"{ann_path.name} is truncated")
@@ -271,6 +294,8 @@ def open_version(ref: Ref, dim: int) -> Loaded:
         ids = np.load(ids_path, allow_pickle=False)  # (N,) int64, small: read into RAM
         vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # (N, D) float32, shared page cache
         pca = np.load(pca_path, allow_pickle=False)  # (1 + d, D) float32, 264 KB at D = 512
+        white = np.load(white_path, allow_pickle=False)  # (1 + w, D) float32, 526 KB at D = 512
+        hashes = np.load(hash_path, allow_pickle=False)  # (N,) int64, 8 MB at a million items
         forest = ann.load_forest(str(ann_path))
     except IndexUnavailable:
         raise
@@ -278,7 +303,7 @@ def open_version(ref: Ref, dim: int) -> Loaded:
         raise IndexUnavailable(f"v{ref.version} cannot be loaded: {exc}") from exc
     if ann.item_count(forest) != ref.item_count:
         raise IndexUnavailable(f"{ann_path.name} holds {ann.item_count(forest)} items, not {ref.item_count}")
-    return Loaded(forest, ids, vectors, pca)
+    return Loaded(forest, ids, vectors, pca, white, hashes)
 
 
 # Hashing a version costs about a second per 500 MB (4 GB at a million images);

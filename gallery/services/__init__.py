@@ -14,6 +14,7 @@ from gallery.services.galleries import (
 )
 from gallery.services.indexing import gallery_rebuild_index, index_is_stale
 from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
+from gallery.services.probes import gallery_probe_copies, probes_wanted
 from gallery.services.uploads import (
     UploadError,
     UploadResult,
@@ -38,6 +39,8 @@ __all__ = [
     "gallery_delete",
     "gallery_rebuild_index",
     "gallery_rebuild_request",
+    "gallery_probe_copies",
+    "probes_wanted",
     "gallery_update",
     "image_create",
     "image_delete",

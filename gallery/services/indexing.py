@@ -11,19 +11,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from gallery import embedding, vectors
+from gallery.embedding import imaging
 from gallery.models import Gallery, Image, IndexBuild
-from gallery.search import calibration, store
+from gallery.search import bands, calibration, store
+from gallery.services import probes
 
 logger = logging.getLogger(__name__)
 
 
 def _searchable_vectors(
     gallery_id: int, version_id: str, snapshot_at: datetime
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Return (ids (N,) int64 sorted, vectors (N, D) float32) embedded by `snapshot_at`.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Return (ids (N,) int64 sorted, vectors (N, D) float32, hashes (N,) int64) embedded by `snapshot_at`.
 
-    Rows stream in chunks into one preallocated array: a million-image gallery
-    needs its 2 GB of vectors once, not again as a list of bytes.
+    Rows stream in chunks into preallocated arrays: a million-image gallery
+    needs its 2 GB of vectors once, not again as a list of bytes. An image
+    without a perceptual hash gets imaging.NO_HASH.
     """
     dim = embedding.dim()
     rows = (
@@ -34,16 +37,19 @@ def _searchable_vectors(
     capacity = rows.count() + 1024  # room for rows committed between count and scan
     ids = np.empty(capacity, dtype=np.int64)  # (capacity,)
     matrix = np.empty((capacity, dim), dtype=np.float32)  # (capacity, D)
+    hashes = np.empty(capacity, dtype=np.int64)  # (capacity,)
     n = 0
-    for pk, emb in rows.values_list("pk", "embedding").iterator(chunk_size=2000):
+    for pk, emb, phash in rows.values_list("pk", "embedding", "phash").iterator(chunk_size=2000):
         if n == capacity:
             capacity *= 2
             ids = np.resize(ids, capacity)
             matrix = np.resize(matrix, (capacity, dim))
+            hashes = np.resize(hashes, capacity)
         ids[n] = pk
         matrix[n] = vectors.unpack(emb)
+        hashes[n] = imaging.NO_HASH if phash is None else phash
         n += 1
-    return ids[:n], matrix[:n]
+    return ids[:n], matrix[:n], hashes[:n]
 
 
 def index_is_stale(*, gallery_id: int) -> bool:
@@ -72,12 +78,12 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
     # Clear the flag before reading: a change during the build sets it again.
     Gallery.objects.filter(pk=gallery_id).update(index_dirty=False, index_dirty_since=None)
     version_id = embedding.version()
-    ids, matrix = _searchable_vectors(gallery_id, version_id, snapshot_at)
+    ids, matrix, hashes = _searchable_vectors(gallery_id, version_id, snapshot_at)
     last = gallery.index_builds.order_by("-version").first()
     version = (last.version + 1) if last else 1
     previous = gallery.current_build()
     try:
-        built = store.build(gallery_id, version, ids, matrix, seed=settings.IMAGESEARCH_RANDOM_SEED)
+        built = store.build(gallery_id, version, ids, matrix, seed=settings.IMAGESEARCH_RANDOM_SEED, hashes=hashes)
         ref = store.Ref(gallery_id, version, built.checksum, built.n_trees, built.item_count)
         fit = calibration.calibrate(
             ref,
@@ -85,6 +91,11 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
             matrix,
             target=settings.IMAGESEARCH_TARGET_RECALL,
             seed=settings.IMAGESEARCH_RANDOM_SEED,
+        )
+        fitted = bands.fit(
+            fit.pair_distances,
+            store.read_whitening(gallery_id, version),
+            probes.gallery_probes(gallery_id=gallery_id, ids=ids, matrix=matrix),
         )
     except Exception as exc:
         Gallery.objects.filter(pk=gallery_id).mark_index_stale()
@@ -129,6 +140,7 @@ def gallery_rebuild_index(*, gallery_id: int) -> IndexBuild | None:
             recall=fit.recall,
             recall_queries=fit.queries,
             calibration_seconds=fit.seconds,
+            bands=fitted,
         )
         Gallery.objects.filter(pk=gallery_id).update(current_index=record)
     # Keep the previous ready version too: a web process may still be reading it.

@@ -75,6 +75,7 @@ def image_create(
     try:
         info = imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
         thumb = imaging.thumbnail_jpeg(data)
+        phash, phash_mirror = imaging.hashes_of(data)
     except imaging.InvalidImage as exc:
         return UploadResult(name, "rejected", str(exc))
     digest = hashlib.sha256(data).hexdigest()
@@ -92,6 +93,8 @@ def image_create(
         content_type=info.content_type,
         uploader=uploader,
         moderation_state=ModerationState.PENDING,
+        phash=phash,
+        phash_mirror=phash_mirror,
     )
     saved: list[str] = []
     try:
