@@ -1,8 +1,11 @@
+from typing import NamedTuple
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
 from gallery.models import Gallery
+from gallery.search.bands import BANDS
 
 
 class SignupForm(UserCreationForm):
@@ -17,11 +20,20 @@ class GalleryForm(forms.ModelForm):
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
 
 
+class Controls(NamedTuple):
+    k: int
+    offset: int
+    max_distance: float | None
+    page: int
+    band: str | None  # a key of gallery.search.bands.BANDS: that band or closer
+
+
 class SearchControlsForm(forms.Form):
-    """k, an optional maximum distance and a page number, from the query string."""
+    """k, an optional band or maximum distance, and a page number, from the query string."""
 
     k = forms.IntegerField(min_value=1, max_value=settings.IMAGESEARCH_MAX_K, required=False)
     max_distance = forms.FloatField(min_value=0.0, max_value=2.0, required=False)
+    band = forms.ChoiceField(choices=[("", "Any")] + [(key, label) for key, label, _ in BANDS], required=False)
     page = forms.IntegerField(min_value=1, max_value=1000, required=False)
 
     # Results reach no deeper than this rank: a deeper page would make one
@@ -36,22 +48,22 @@ class SearchControlsForm(forms.Form):
         return data
 
     def values(self):
-        """Return (k, offset, max_distance, page) with defaults filled in."""
+        """Return the Controls with defaults filled in."""
         data = self.cleaned_data if self.is_valid() else {}
         k = data.get("k") or settings.IMAGESEARCH_DEFAULT_K
         page = data.get("page") or 1
-        return k, (page - 1) * k, data.get("max_distance"), page
+        return Controls(k, (page - 1) * k, data.get("max_distance"), page, data.get("band") or None)
 
     @classmethod
     def read(cls, data):
-        """Return ((k, offset, max_distance, page), errors) from a query string.
+        """Return (Controls, errors) from a query string.
 
         Invalid fields fall back to their defaults and are named in `errors`
         (empty when all is valid). No controls at all, the common case, builds
         no form.
         """
         if not data:
-            return (settings.IMAGESEARCH_DEFAULT_K, 0, None, 1), {}
+            return Controls(settings.IMAGESEARCH_DEFAULT_K, 0, None, 1, None), {}
         form = cls(data)
         return form.values(), form.errors
 

@@ -206,3 +206,47 @@ def test_probes_embed_six_copies_of_a_sample_once_and_the_next_build_fits_to_the
     assert gallery.index_dirty  # the next build refits the bands
     build = services.gallery_rebuild_index(gallery_id=gallery.pk)
     assert build.bands["probes"] == 24
+
+
+# --- Pages and API -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_results_page_shows_bands_and_percentiles_and_its_control_counts_them(client, owner, hashed_gallery):
+    gallery, images, vecs = hashed_gallery
+    _rebuild(gallery)
+    client.force_login(owner)
+    response = client.get(f"/i/{images[5].pk}/similar/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="band"' in html and "Near-duplicate (" in html and "Any distance" in html
+    assert "closer than " in html and 'class="band band-' in html
+    assert "% similar" not in html  # the cosine percentage is gone: it read 94-100 % for everything
+    options = {o["value"]: o for o in response.context["band_options"]}
+    assert options["related"]["count"] is not None
+    # Choosing a band filters, and the pager keeps it.
+    narrowed = client.get(f"/i/{images[5].pk}/similar/", {"band": "similar", "k": 6})
+    assert all(bands.RANK[m.band] <= bands.RANK["similar"] for m in narrowed.context["matches"])
+
+
+@pytest.mark.django_db
+def test_an_unknown_band_is_reported_not_ignored(client, owner, hashed_gallery):
+    gallery, images, vecs = hashed_gallery
+    client.force_login(owner)
+    response = client.get(f"/i/{images[5].pk}/similar/", {"band": "twins"})
+    assert response.status_code == 400
+    assert "Show:" in response.content.decode()
+    api = client.get(f"/api/images/{images[5].pk}/similar", {"band": "twins"})
+    assert api.status_code == 400 and "band" in api.json()["fields"]
+
+
+@pytest.mark.django_db
+def test_the_api_gives_each_result_its_band_and_percentile(client, owner, hashed_gallery):
+    gallery, images, vecs = hashed_gallery
+    _rebuild(gallery)
+    client.force_login(owner)
+    results = client.get(f"/api/images/{images[5].pk}/similar", {"k": 5}).json()["results"]
+    assert len(results) == 5
+    assert all(r["band"] in bands.KEYS and 0 <= r["percentile"] <= 100 for r in results)
+    near = client.get(f"/api/images/{images[5].pk}/similar", {"band": "exact"}).json()["results"]
+    assert near == []  # no copy of it in the gallery

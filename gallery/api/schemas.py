@@ -21,6 +21,8 @@ def results_json(matches):
             "id": m.image.pk,
             "name": m.image.original_name,
             "distance": round(m.distance, 6),
+            "band": m.band or None,
+            "percentile": m.percentile,
             "similarity": round(m.similarity, 2),
             "url": page.replace(str(_PK), str(m.image.pk)),
             "thumbnail": thumb.replace(str(_PK), str(m.image.pk)),

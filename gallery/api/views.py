@@ -29,8 +29,10 @@ def similar(request, pk):
     values, error = _controls(request)
     if error:
         return error
-    k, offset, max_distance, page = values
-    matches = search.similar_to_image(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
+    k, offset, max_distance, page, band = values
+    matches = search.similar_to_image(
+        user=request.user, image=image, k=k, offset=offset, max_distance=max_distance, band=band
+    )
     return JsonResponse(
         {"query": image.pk, "state": image.embedding_state, "k": k, "page": page, "results": results_json(matches)}
     )
@@ -43,7 +45,7 @@ def search_gallery(request, slug):
     values, error = _controls(request)
     if error:
         return error
-    k, offset, max_distance, page = values
+    k, offset, max_distance, page, band = values
     upload = request.FILES.get("image")
     if upload is None:
         return JsonResponse({"error": "Send the query image as the multipart field 'image'."}, status=400)
@@ -55,9 +57,18 @@ def search_gallery(request, slug):
         gallery=gallery, user=request.user, name=upload.name, query=query, picture=data
     )
     matches = search.search_vector(
-        user=request.user, gallery=gallery, vector=query.vector, k=k, offset=offset, max_distance=max_distance
+        user=request.user,
+        gallery=gallery,
+        vector=query.vector,
+        k=k,
+        offset=offset,
+        max_distance=max_distance,
+        band=band,
+        query_hashes=query.hashes,
     )
-    url = outside_results_url(gallery, stored, k=k, max_distance=max_distance, page=page if page > 1 else None)
+    url = outside_results_url(
+        gallery, stored, k=k, max_distance=max_distance, band=band, page=page if page > 1 else None
+    )
     return JsonResponse(
         outside_search_json(
             k=k,

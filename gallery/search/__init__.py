@@ -3,6 +3,7 @@
     from gallery import search
     search.similar_to_image(user=..., image=..., k=12)
     search.search_vector(user=..., gallery=..., vector=...)   # an outside image's vector
+    search.similar_results(..., counts=True)                    # the page, with counts per band
     search.exact_search(gallery=..., vectors=..., k=10)        # the brute-force reference
 
 The parts: ann (the only Annoy import), projection (PCA), store (index files),
@@ -10,8 +11,17 @@ cache (versions open in this process), engine (candidates, delta, exact
 re-rank, paging), reads (the hot-path SQL), quality (exact reference, recall).
 """
 
-from gallery.search.engine import Match, search_vector
+from gallery.search.engine import Match, Results, search_results, search_vector, similar_results
 from gallery.search.engine import similar_images as similar_to_image
 from gallery.search.quality import exact_search, index_recall
 
-__all__ = ["Match", "exact_search", "index_recall", "search_vector", "similar_to_image"]
+__all__ = [
+    "Match",
+    "Results",
+    "exact_search",
+    "index_recall",
+    "search_results",
+    "search_vector",
+    "similar_results",
+    "similar_to_image",
+]

@@ -454,16 +454,31 @@ def similar_images(
     k: int | None = None,
     offset: int = 0,
     max_distance: float | None = None,
+    band: str | None = None,
 ) -> list[Match]:
-    """Return the images of the same gallery nearest `image`, excluding itself."""
+    """Return the images of the same gallery nearest `image`, excluding itself (similar_results' matches)."""
+    return similar_results(user=user, image=image, k=k, offset=offset, max_distance=max_distance, band=band).matches
+
+
+def similar_results(
+    *,
+    user: access.Viewer,
+    image: Image,
+    k: int | None = None,
+    offset: int = 0,
+    max_distance: float | None = None,
+    band: str | None = None,
+    counts: bool = False,
+) -> Results:
+    """Return search_results for the images of the same gallery nearest `image`, excluding itself."""
     if image.embedding_state != EmbeddingState.READY:
-        return []
+        return Results([])
     vec = _indexed_vector(image)
     if vec is None:
         vec = image.vector
     if vec is None:
-        return []
-    return search_vector(
+        return Results([])
+    return search_results(
         user=user,
         gallery=image.gallery,
         vector=vec,
@@ -471,7 +486,9 @@ def similar_images(
         offset=offset,
         max_distance=max_distance,
         exclude_id=image.pk,
+        band=band,
         query_hashes=image_hashes(image),
+        counts=counts,
     )
 
 

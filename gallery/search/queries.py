@@ -43,6 +43,7 @@ class QueryUnavailable(QueryImageError):
 class QueryVector:
     vector: npt.NDArray[np.float32]  # (D,) unit vector
     version: str  # the embedding version it was computed with
+    hashes: tuple[int, int] | None = None  # the picture's perceptual hash and mirror hash (gallery.search.bands)
 
 
 def _unavailable(reason: str) -> QueryUnavailable:
@@ -54,11 +55,12 @@ def outside_vector(data: bytes) -> QueryVector:
     try:
         imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
         arr = imaging.model_input(data, embedding.input_size())  # (S, S, 3) float32 in 0..255
+        hashes = imaging.hashes_of(data)
     except imaging.InvalidImage as exc:
         raise QueryImageError(str(exc)) from None
     if settings.CELERY_TASK_ALWAYS_EAGER or settings.IMAGESEARCH_QUERY_IN_PROCESS:
         try:
-            return QueryVector(embedding.embed_batch([arr])[0], embedding.version())  # (D,)
+            return QueryVector(embedding.embed_batch([arr])[0], embedding.version(), hashes)  # (D,)
         except embedding.WeightsUnavailable as exc:
             raise _unavailable(str(exc)) from None
     # Exact: model_input's values are those of a resized 8-bit image, whole numbers in 0..255.
@@ -76,7 +78,7 @@ def outside_vector(data: bytes) -> QueryVector:
         raise _unavailable(
             f"the query worker embeds with {answer['version']}, this server with {version} (restart one of them)."
         )
-    return QueryVector(vectors.unpack(base64.b64decode(answer["vector"])), version)
+    return QueryVector(vectors.unpack(base64.b64decode(answer["vector"])), version, hashes)
 
 
 def answer(payload: dict[str, Any]) -> dict[str, Any]:
@@ -140,3 +142,10 @@ def stored_query(*, gallery: Gallery, token: str) -> OutsideQuery:
 def stored_vector(query: OutsideQuery) -> npt.NDArray[np.float32]:
     """Return a stored query's (D,) vector."""
     return vectors.unpack(query.vector)
+
+
+def stored_hashes(query: OutsideQuery) -> tuple[int, int] | None:
+    """Return a stored query picture's (perceptual hash, mirror hash), or None."""
+    if query.phash is None or query.phash_mirror is None:
+        return None
+    return query.phash, query.phash_mirror

@@ -33,6 +33,8 @@ def outside_query_create(
         embedding_version=query.version,
         vector=vectors.pack(query.vector),
         thumbnail=thumbnail,
+        phash=query.hashes[0] if query.hashes else None,
+        phash_mirror=query.hashes[1] if query.hashes else None,
     )
 
 

@@ -39,10 +39,9 @@ def wants_json(request):
     return "application/json" in request.headers.get("Accept", "")
 
 
-def outside_results_url(gallery, query, *, k=None, max_distance=None, page=None):
+def outside_results_url(gallery, query, *, k=None, max_distance=None, band=None, page=None):
     """Return the signed GET URL (path and query string) of a stored outside query's results."""
-    params = {
-        name: value for name, value in (("k", k), ("max_distance", max_distance), ("page", page)) if value is not None
-    }
+    given = (("k", k), ("max_distance", max_distance), ("band", band), ("page", page))
+    params = {name: value for name, value in given if value is not None}
     path = reverse("gallery_search_results", args=[gallery.slug, queries.token_for(query)])
     return f"{path}?{urlencode(params)}" if params else path

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gallery import search, selectors
 from gallery.forms import QueryImageForm, SearchControlsForm
-from gallery.search import queries
+from gallery.search import bands, queries
 from gallery.services import outside_queries
 from gallery.views.common import (
     K_CHOICES,
@@ -23,36 +23,62 @@ def _controls_error(errors):
     """One sentence naming each invalid search control and why, or None."""
     if not errors:
         return None
-    labels = {"k": "Results", "max_distance": "Max distance", "page": "Page"}
+    labels = {"k": "Results", "max_distance": "Max distance", "band": "Show", "page": "Page"}
     reasons = "; ".join(f"{labels.get(name, name)}: {' '.join(msgs)}" for name, msgs in errors.items())
     return f"Nothing was searched: {reasons}"
 
 
-def image_similar(request, pk):
-    image = selectors.image_for_view(user=request.user, pk=pk)
-    (k, offset, max_distance, page), errors = SearchControlsForm.read(request.GET)
-    error = _controls_error(errors)
-    matches = (
-        []
-        if error
-        else search.similar_to_image(user=request.user, image=image, k=k, offset=offset, max_distance=max_distance)
-    )
+def _band_options(results, controls):
+    """The threshold control: one option per band with how many results it holds (or "100+")."""
+    options = [{"value": "", "label": "Any distance", "count": None, "selected": not controls.band}]
+    for key, label, _rank in bands.BANDS[:-1]:  # "distant" is what "any distance" adds
+        count = results.counts.get(key)
+        shown = None if count is None else (f"{count}+" if key in results.saturated else str(count))
+        options.append({"value": key, "label": label, "count": shown, "selected": controls.band == key})
+    return options
+
+
+def _render_results(request, gallery, controls, results, error, **query):
+    """The results page of "find similar" or of a stored outside search."""
+    matches = results.matches
     return render(
         request,
         "gallery/results.html",
         {
-            "gallery": image.gallery,
-            "query": image,
+            "gallery": gallery,
             "matches": matches,
-            "k": k,
-            "page": page,
-            "max_distance": max_distance,
-            "has_next": len(matches) == k,
+            "k": controls.k,
+            "page": controls.page,
+            "max_distance": controls.max_distance,
+            "band": controls.band,
+            "band_options": _band_options(results, controls) if results.counts else None,
+            "has_next": len(matches) == controls.k,
             "k_choices": K_CHOICES,
             "error": error,
+            **query,
         },
         status=400 if error else 200,
     )
+
+
+def image_similar(request, pk):
+    image = selectors.image_for_view(user=request.user, pk=pk)
+    controls, errors = SearchControlsForm.read(request.GET)
+    error = _controls_error(errors)
+    results = (
+        search.Results([])
+        if error
+        else search.similar_results(
+            user=request.user,
+            image=image,
+            k=controls.k,
+            offset=controls.offset,
+            max_distance=controls.max_distance,
+            band=controls.band,
+            counts=True,
+        )
+    )
+    return _render_results(request, image.gallery, controls, results, error, query=image)
 
 
 @require_POST
@@ -66,7 +92,7 @@ def gallery_search(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
     form = QueryImageForm(request.POST, request.FILES)
     # k may come from the search form itself (no-JS) or from the query string.
-    (k, _offset, max_distance, _page), errors = SearchControlsForm.read(request.GET or request.POST)
+    controls, errors = SearchControlsForm.read(request.GET or request.POST)
     error, status = _controls_error(errors), 400
     if error is None and not form.is_valid():
         error = "Choose an image file to search with."
@@ -80,7 +106,11 @@ def gallery_search(request, slug):
             stored = outside_queries.outside_query_create(
                 gallery=gallery, user=request.user, name=upload.name, query=vector, picture=data
             )
-            response = HttpResponseRedirect(outside_results_url(gallery, stored, k=k, max_distance=max_distance))
+            response = HttpResponseRedirect(
+                outside_results_url(
+                    gallery, stored, k=controls.k, max_distance=controls.max_distance, band=controls.band
+                )
+            )
             response.status_code = 303  # See Other: reloading the results page GETs, never posts again
             return response
     return render(
@@ -92,7 +122,7 @@ def gallery_search(request, slug):
             "query_name": request.FILES.get("image") and request.FILES["image"].name,
             "matches": [],
             "error": error,
-            "k": k,
+            "k": controls.k,
             "k_choices": K_CHOICES,
         },
         status=status,
@@ -113,38 +143,33 @@ def gallery_search_results(request, slug, token):
         return _query_gone(request, gallery, str(exc), status=404)
     except queries.StoredQueryGone as exc:
         return _query_gone(request, gallery, str(exc), status=410)
-    (k, offset, max_distance, page), errors = SearchControlsForm.read(request.GET)
+    controls, errors = SearchControlsForm.read(request.GET)
     error = _controls_error(errors)
-    matches = (
-        []
+    results = (
+        search.Results([])
         if error
-        else search.search_vector(
+        else search.search_results(
             user=request.user,
             gallery=gallery,
             vector=queries.stored_vector(stored),
-            k=k,
-            offset=offset,
-            max_distance=max_distance,
+            k=controls.k,
+            offset=controls.offset,
+            max_distance=controls.max_distance,
+            band=controls.band,
+            query_hashes=queries.stored_hashes(stored),
+            counts=True,
         )
     )
-    return render(
+    return _render_results(
         request,
-        "gallery/results.html",
-        {
-            "gallery": gallery,
-            "query": None,
-            "query_name": stored.original_name,
-            "query_preview": _preview_data_uri(stored.thumbnail),
-            "query_url": request.path,
-            "matches": matches,
-            "k": k,
-            "page": page,
-            "max_distance": max_distance,
-            "has_next": len(matches) == k,
-            "k_choices": K_CHOICES,
-            "error": error,
-        },
-        status=400 if error else 200,
+        gallery,
+        controls,
+        results,
+        error,
+        query=None,
+        query_name=stored.original_name,
+        query_preview=_preview_data_uri(stored.thumbnail),
+        query_url=request.path,
     )
 
 
