@@ -46,6 +46,9 @@ def main():
     parser.add_argument("--loners", type=int, default=300, help="originals without copies asked as well")
     parser.add_argument("--probes", type=int, default=24, help="IMAGESEARCH_COPY_PROBES for the gallery")
     parser.add_argument("--limit", type=int, default=0, help="only the first N JPEGs (a quick check)")
+    parser.add_argument(
+        "--whiten-dims", default="", help="also rebuild with these WHITEN_DIM values (comma-separated) and measure each"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-bands-") as tmp:
@@ -63,6 +66,7 @@ def run(args):
 
     from gallery import embedding, jobs, services
     from gallery.models import CopyProbe, EmbeddingState, Gallery, Image
+    from gallery.search import projection
     from tests import copies
 
     settings.IMAGESEARCH_COPY_PROBES = args.probes
@@ -132,6 +136,18 @@ def run(args):
         )
         for edit, recall in got["recall_by_edit"].items():
             print(f"    {edit:<12} recall {recall:.3f}")
+        hashes = _hash_only(images, families)
+        for bits, (precision, recall) in hashes.items():
+            print(f"  perceptual hash alone, <= {bits} bits: precision {precision:.4f}, recall {recall:.4f}")
+        sweep = {}
+        for dims in [int(d) for d in args.whiten_dims.split(",") if d]:
+            projection.WHITEN_DIM = dims
+            services.gallery_rebuild_index(gallery_id=gallery.pk)
+            Gallery.objects.filter(pk=gallery.pk).update(index_dirty=False)
+            images = {i.pk: i for i in Image.objects.select_related("gallery").filter(gallery=gallery)}
+            other = copies.evaluate(user=user, images_by_pk=images, families=families, loners=loners)
+            sweep[dims] = {key: other[key] for key in ("precision", "recall", "recall_by_edit")}
+            print(f"  WHITEN_DIM {dims}: precision {other['precision']:.4f}, recall {other['recall']:.4f}")
         return {
             "images": len(ids),
             "originals": len(originals),
@@ -142,9 +158,41 @@ def run(args):
             "embedding": embedding.version(),
             "bands": {key: fit[key] for key in ("white", "hash_bits", "probe_recall", "similar", "related", "probes")},
             **got,
+            "hash_only": {str(bits): {"precision": p, "recall": r} for bits, (p, r) in hashes.items()},
+            "whiten_dims": sweep,
         }
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def _hash_only(images, families, max_bits=8):
+    """{bits: (precision, recall)} of "hash distance <= bits" alone, over the same families, every image a query."""
+    from gallery.search import bands
+
+    pks = np.array(sorted(images), dtype=np.int64)
+    plain = np.array([images[pk].phash or 0 for pk in pks], dtype=np.int64)
+    family_of = {}
+    for original, family in families.items():
+        for pk in (original, *family.values()):
+            family_of[pk] = original
+    label = np.array([family_of.get(int(pk), -int(pk)) for pk in pks])  # a loner is its own family
+    out = {}
+    for bits in range(max_bits + 1):
+        tp = fp = found = 0
+        for i, pk in enumerate(pks):
+            image = images[int(pk)]
+            if image.phash is None:
+                continue
+            d = bands.hash_distances((image.phash, image.phash_mirror), plain)
+            d[i] = 64
+            match = d <= bits
+            tp += int(np.count_nonzero(match & (label == label[i])))
+            fp += int(np.count_nonzero(match & (label != label[i])))
+            if int(pk) in family_of and family_of[int(pk)] != int(pk):  # a copy: is its original matched?
+                found += bool(match[np.searchsorted(pks, family_of[int(pk)])])
+        copies_total = sum(len(f) for f in families.values())
+        out[bits] = (tp / max(1, tp + fp), found / max(1, copies_total))
+    return out
 
 
 if __name__ == "__main__":

@@ -250,3 +250,29 @@ def test_the_api_gives_each_result_its_band_and_percentile(client, owner, hashed
     assert all(r["band"] in bands.KEYS and 0 <= r["percentile"] <= 100 for r in results)
     near = client.get(f"/api/images/{images[5].pk}/similar", {"band": "exact"}).json()["results"]
     assert near == []  # no copy of it in the gallery
+
+
+@pytest.mark.django_db
+def test_pages_with_copies_first_neither_overlap_nor_skip(owner, hashed_gallery):
+    gallery, images, vecs = hashed_gallery
+    far = images[int(np.argmax(1.0 - vecs @ vecs[0]))]
+    hashed = Image.objects.get(pk=images[0].pk)
+    Image.objects.filter(pk=far.pk).update(phash=hashed.phash ^ 0b11)
+    _rebuild(gallery)
+    hashes = (hashed.phash, hashed.phash ^ (1 << 40))
+
+    def page(k, offset):
+        got = engine.search_vector(
+            user=owner,
+            gallery=gallery,
+            vector=vecs[0],
+            k=k,
+            offset=offset,
+            exclude_id=images[0].pk,
+            query_hashes=hashes,
+        )
+        return [m.image.pk for m in got]
+
+    whole = page(24, 0)
+    assert whole[0] == far.pk
+    assert page(8, 0) + page(8, 8) + page(8, 16) == whole

@@ -218,7 +218,9 @@ def search_results(
             public_only=not sees_all,
         )
         fitted = bands.Fitted.from_json(build.bands)
-        depth = max(want, COUNT_DEPTH) if (counts or band) and fitted else want
+        # With bands, copies come first, from among the nearest COUNT_DEPTH (and
+        # the hash matches): the same set for every page, so pages never overlap.
+        depth = max(want, COUNT_DEPTH) if fitted else want
         ref = ref_for(build)
         try:
             pks, dist, names, delta = _search_indexed(
@@ -228,7 +230,7 @@ def search_results(
                 return Results(_matches(gallery, pks, dist, offset, want, names))
             return _banded(
                 gallery, ref, fitted, candidates, build.snapshot_at, vector, query_hashes,
-                (pks, dist, names, delta), offset, want, depth, max_distance, band, exclude_id,
+                (pks, dist, names, delta), offset, want, depth, max_distance, band, exclude_id, counts,
             )  # fmt: skip
         except IndexUnavailable as exc:
             logger.warning("index of gallery %s unusable (%s): exact search, rebuild queued", gallery.pk, exc)
@@ -256,6 +258,7 @@ def _banded(
     max_distance: float | None,
     band: str | None,
     exclude_id: int | None,
+    counts: bool,
 ) -> Results:
     """Classify ranked candidates into bands, add near-duplicates found by hash, filter, count and page them."""
     pks, dist, names, delta = found
@@ -312,7 +315,7 @@ def _banded(
     for m, p in zip(matches, percentiles, strict=True):
         m.band = by_pk[m.image.pk]
         m.percentile = round(p, 2)
-    return Results(matches, counted, saturated)
+    return Results(matches, counted, saturated) if counts else Results(matches)
 
 
 def _search_indexed(
