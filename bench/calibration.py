@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/calibration.py                            # 10k and 100k synthetic items
     .venv/bin/python bench/calibration.py --sizes 10000,100000,1000000
+    .venv/bin/python bench/calibration.py --sizes 1000000 --pool-sweep 128,512,2048,8192
     .venv/bin/python bench/calibration.py --sizes '' --corel ../shared/data/corel1k
 
 Synthetic (bench/search.py's clustered 512-d unit vectors, its generator and its
@@ -20,7 +21,8 @@ clusters (an outside picture), and "items", --queries items of the index that
 the calibration did not sample, each excluding itself (find similar). Recall@10
 is against exact search (numpy, bench/search.exact_top_k); latency is per query,
 median and p95, wall clock (--blas-threads BLAS threads for the whole run:
-calibration and measurement alike).
+calibration and measurement alike). --pool-sweep measures other pools at the
+calibrated search_k on --sweep-queries of each kind.
 
 Corel (--corel DIR): the JPEGs are stored as images of a gallery through the
 upload service, embedded by the product's pipeline with the configured weights
@@ -197,6 +199,19 @@ def synthetic(n, args):
             f"exact p50 / calibrated p50 = {e['p50_ms'] / c['p50_ms']:.2f}x; "
             f"missed neighbours calibrated / fixed rule = {missed}"
         )
+    for pool in args.pool_sweep:
+        ref = replace(base, exact=False, search_k=fit.search_k, pool=pool)
+        for kind, queries, truth, own in (
+            ("fresh", fresh, fresh_truth, [0] * len(fresh)),
+            ("items", data[others], item_truth, (others + 1).tolist()),
+        ):
+            r = _measure(ref, queries, truth, own, args.sweep_queries)
+            row["results"][f"pool {pool} / {kind}"] = r
+            print(
+                f"  sweep: pool {pool:5d} at search_k {fit.search_k:,} {kind:5s}  recall@10 {r['recall']:.4f} "
+                f"(worst {r['worst']:.1f}, {r['short']:4d} short)  p50 {r['p50_ms']:7.3f} ms  p95 {r['p95_ms']:7.3f} ms  "
+                f"({r['queries']} queries)"
+            )
     cache.evict(1)
     store.remove_versions(1, keep=set())
     return row
@@ -307,12 +322,17 @@ def main():
     parser.add_argument("--sizes", default="10000,100000", help="synthetic sizes, comma-separated ('' for none)")
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries of each kind")
     parser.add_argument("--exact-queries", type=int, default=300, help="bound for the exact scan's queries")
+    parser.add_argument(
+        "--pool-sweep", default="", help="also measure these pools at the calibrated search_k, e.g. 128,1024,8192"
+    )
+    parser.add_argument("--sweep-queries", type=int, default=300, help="held-out queries of each kind per pool")
     parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads (bench/search.py measures with 1)")
     parser.add_argument("--corel", help="a folder of JPEGs to embed into a gallery and measure served recall on")
     parser.add_argument("--corel-sample", type=int, default=1000)
     parser.add_argument("--corel-vectors", help="an .npz to keep the embedded vectors in, and read them from")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    args.pool_sweep = [int(p) for p in args.pool_sweep.split(",") if p]
 
     from threadpoolctl import threadpool_limits  # comes with scikit-learn
 
