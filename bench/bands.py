@@ -47,6 +47,10 @@ def main():
     parser.add_argument("--probes", type=int, default=24, help="IMAGESEARCH_COPY_PROBES for the gallery")
     parser.add_argument("--limit", type=int, default=0, help="only the first N JPEGs (a quick check)")
     parser.add_argument(
+        "--vectors",
+        help="keep the embedded vectors (and probes) in this .npz by file name; a later run reads them and skips the model",
+    )
+    parser.add_argument(
         "--whiten-dims", default="", help="also rebuild with these WHITEN_DIM values (comma-separated) and measure each"
     )
     parser.add_argument("--json", help="write the figures here")
@@ -101,15 +105,22 @@ def run(args):
             f"== {len(originals)} originals and {len(ids) - len(originals)} copies stored in {time.perf_counter() - t:.0f} s"
         )
         t = time.perf_counter()
-        step = jobs.task_size()
-        for start in range(0, len(ids), step):
-            services.images_embed(image_ids=ids[start : start + step])
-            print(f"  embedded {min(start + step, len(ids))}/{len(ids)}", end="\r", flush=True)
-        elapsed = time.perf_counter() - t
-        print(f"  embedded in {elapsed:.0f} s ({len(ids) / elapsed:.1f} images/s); {embedding.version()}")
-        t = time.perf_counter()
-        probes = services.gallery_probe_copies(gallery_id=gallery.pk)
-        print(f"  {probes} copy probes embedded in {time.perf_counter() - t:.0f} s")
+        kept = Path(args.vectors) if args.vectors else None
+        if kept and kept.exists():
+            probes = _restore(kept, gallery)
+            print(f"  vectors and {probes} copy probes read from {kept} ({time.perf_counter() - t:.1f} s)")
+        else:
+            step = jobs.task_size()
+            for start in range(0, len(ids), step):
+                services.images_embed(image_ids=ids[start : start + step])
+                print(f"  embedded {min(start + step, len(ids))}/{len(ids)}", end="\r", flush=True)
+            elapsed = time.perf_counter() - t
+            print(f"  embedded in {elapsed:.0f} s ({len(ids) / elapsed:.1f} images/s); {embedding.version()}")
+            t = time.perf_counter()
+            probes = services.gallery_probe_copies(gallery_id=gallery.pk)
+            print(f"  {probes} copy probes embedded in {time.perf_counter() - t:.0f} s")
+            if kept:
+                _keep(kept, gallery)
         t = time.perf_counter()
         build = services.gallery_rebuild_index(gallery_id=gallery.pk)
         Gallery.objects.filter(pk=gallery.pk).update(index_dirty=False)
@@ -163,6 +174,66 @@ def run(args):
         }
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def _keep(path, gallery):
+    """Save the gallery's vectors by image name, and its probes by their image's name."""
+    from gallery.models import CopyProbe, Image
+
+    names, vecs = zip(*Image.objects.filter(gallery=gallery).values_list("original_name", "embedding"))
+    rows = list(
+        CopyProbe.objects.filter(gallery=gallery).values_list(
+            "image__original_name", "transform", "vector", "distance", "hash_distance"
+        )
+    )
+    np.savez(
+        path,
+        names=np.array(names),
+        vectors=np.stack([np.frombuffer(bytes(b), "<f4") for b in vecs]),
+        probe_names=np.array([r[0] for r in rows]),
+        probe_transforms=np.array([r[1] for r in rows]),
+        probe_vectors=np.stack([np.frombuffer(bytes(r[2]), "<f4") for r in rows]),
+        probe_numbers=np.array([(r[3], r[4]) for r in rows], dtype=np.float64),
+    )
+
+
+def _restore(path, gallery):
+    """Write saved vectors and probes into the gallery's rows, as the pipeline and the probe service would have."""
+    from gallery import embedding
+    from gallery.models import CopyProbe, EmbeddingState, Image
+    from gallery.vectors import pack
+
+    saved = np.load(path)
+    by_name = dict(zip(saved["names"].tolist(), saved["vectors"], strict=True))
+    version = embedding.version()
+    pk_of = {}
+    for image in Image.objects.filter(gallery=gallery):
+        pk_of[image.original_name] = image.pk
+        Image.objects.filter(pk=image.pk).update(
+            embedding=pack(by_name[image.original_name]),
+            embedding_state=EmbeddingState.READY,
+            embedding_version=version,
+            embedded_at=image.created_at,
+        )
+    CopyProbe.objects.bulk_create(
+        CopyProbe(
+            gallery=gallery,
+            image_id=pk_of[name],
+            embedding_version=version,
+            transform=transform,
+            vector=pack(vec),
+            distance=float(numbers[0]),
+            hash_distance=int(numbers[1]),
+        )
+        for name, transform, vec, numbers in zip(
+            saved["probe_names"].tolist(),
+            saved["probe_transforms"].tolist(),
+            saved["probe_vectors"],
+            saved["probe_numbers"],
+            strict=True,
+        )
+    )
+    return len(saved["probe_names"])
 
 
 def _hash_only(images, families, max_bits=8):
