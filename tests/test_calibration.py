@@ -95,7 +95,15 @@ def test_the_build_records_its_calibration_and_queries_use_it(owner, monkeypatch
     monkeypatch.setattr(ann, "query", spy)
     query = vectors.clustered(1, seed=99)[0]
     engine.search_vector(user=owner, gallery=gallery, vector=query, k=10)
-    assert asked and asked[0] == (build.pool, build.search_k)
+    # With bands, a page is chosen from the nearest COUNT_DEPTH (and a quarter more for hidden rows):
+    # the calibrated pool and search_k, widened in proportion.
+    n = engine.COUNT_DEPTH + max(8, engine.COUNT_DEPTH // 4)
+    calibrated = (build.search_k, build.pool)
+    want = (
+        ann.pool_for(n, build.item_count, build.pool),
+        ann.search_k_for(build.n_trees, n, build.item_count, calibrated),
+    )
+    assert asked and asked[0] == want
 
     # Marked exact, the same query scans and asks Annoy nothing.
     IndexBuild.objects.filter(pk=build.pk).update(exact=True)

@@ -271,7 +271,8 @@ def _banded(
         extra = sorted(set(loaded.ids[hit].tolist()) - set(pks.tolist()) - set(delta) - {exclude_id})
         if extra:
             rows = candidates(pks=extra, recent_after=snapshot_at, new_after=snapshot_at)
-            visible = [pk for pk, name, _recent, _new in rows if pk in set(extra)]
+            wanted = set(extra)  # the rows also name the delta, already counted
+            visible = [pk for pk, _name, _recent, _new in rows if pk in wanted]
             names.update((pk, name) for pk, name, _recent, _new in rows)
             at = np.searchsorted(loaded.ids, visible)
             extra_dist = vectors.cosine_distances(loaded.vectors[at], vector) if len(at) else np.zeros(0, np.float32)

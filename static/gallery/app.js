@@ -292,6 +292,8 @@
       idx.textContent = s.index.version
         ? "index v" + s.index.version + " · " + s.index.items + " item" + (s.index.items === 1 ? "" : "s") + (s.index.stale ? " · refresh queued" : "")
         : "index not built yet";
+      var how = document.getElementById("status-search");
+      if (how && s.index.search) how.textContent = s.index.search;
       box.classList.toggle("busy", s.remaining > 0);
     }
 
