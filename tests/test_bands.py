@@ -276,3 +276,13 @@ def test_pages_with_copies_first_neither_overlap_nor_skip(owner, hashed_gallery)
     whole = page(24, 0)
     assert whole[0] == far.pk
     assert page(8, 0) + page(8, 8) + page(8, 16) == whole
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_a_builds_bands(client, staff, hashed_gallery):
+    gallery, _images, _vecs = hashed_gallery
+    build = _rebuild(gallery)
+    client.force_login(staff)
+    html = client.get(f"/admin/gallery/indexbuild/{build.pk}/change/").content.decode()
+    assert "Similarity bands" in html and "near-duplicates by perceptual hash alone" in html
+    assert f"similar &lt;= {build.bands['similar']:.5f}" in html

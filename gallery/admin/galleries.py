@@ -197,6 +197,7 @@ CALIBRATION_FIELDS = (
     "recall",
     "recall_queries",
 )
+BAND_FIELDS = ("bands_fitted", "bands")
 
 
 class IndexBuildAdmin(admin.ModelAdmin):
@@ -214,12 +215,22 @@ class IndexBuildAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "exact", "gallery")
     list_select_related = ("gallery",)
-    readonly_fields = ["mode", "recall_measured", "calibrated_in", *(f.name for f in IndexBuild._meta.fields)]
+    readonly_fields = [
+        "mode",
+        "recall_measured",
+        "calibrated_in",
+        "bands_fitted",
+        *(f.name for f in IndexBuild._meta.fields),
+    ]
 
     def get_fieldsets(self, request, obj=None):
         # Every other field as before, including any added later.
-        rest = [f.name for f in IndexBuild._meta.fields if f.name not in CALIBRATION_FIELDS]
-        return [(None, {"fields": rest}), ("Calibration", {"fields": CALIBRATION_FIELDS})]
+        rest = [f.name for f in IndexBuild._meta.fields if f.name not in CALIBRATION_FIELDS + BAND_FIELDS]
+        return [
+            (None, {"fields": rest}),
+            ("Calibration", {"fields": CALIBRATION_FIELDS}),
+            ("Similarity bands", {"fields": BAND_FIELDS}),
+        ]
 
     @admin.display(description="Search", ordering="exact")
     def mode(self, obj):
@@ -240,6 +251,20 @@ class IndexBuildAdmin(admin.ModelAdmin):
     @admin.display(description="Calibrated in", ordering="calibration_seconds")
     def calibrated_in(self, obj):
         return f"{obj.calibration_seconds:.1f} s" if obj.recall_queries else "—"
+
+    @admin.display(description="Bands")
+    def bands_fitted(self, obj):
+        fit = obj.bands or {}
+        if not fit:
+            return "none (built before bands)"
+        if fit.get("white") is None:
+            near = "near-duplicates by perceptual hash alone"
+        else:
+            near = (
+                f"near-duplicates by hash or whitened distance <= {fit['white']:.3f} "
+                f"(fitted to {fit['probes']} generated copies, which it catches {fit['probe_recall']:.0%} of)"
+            )
+        return f"{near}; similar <= {fit['similar']:.5f}, related <= {fit['related']:.5f} (from {fit['pairs']} pairs)"
 
     def has_add_permission(self, request):
         return False
