@@ -55,6 +55,7 @@ def evaluate(*, user, images_by_pk, families, loners=()):
     same queries (the threshold chosen knowing the answers, in its favour).
     """
     tp = fp = 0
+    false_pairs = set()  # (query pk, result pk) in the band that are not the same picture
     hits = {edit: [] for edit in EDITS}
     scored = []  # (distance, is a copy of the same picture) of every plain result, for the baseline
     to_original = []  # each copy's distance to its original by plain cosine (inf: not among its results)
@@ -71,6 +72,7 @@ def evaluate(*, user, images_by_pk, families, loners=()):
         found = {m.image.pk for m in near}
         tp += len(found & members)
         fp += len(found - members)
+        false_pairs.update((pk, other) for other in found - members)
         for original, family in families.items():
             for edit, copy_pk in family.items():
                 if copy_pk == pk:
@@ -90,6 +92,7 @@ def evaluate(*, user, images_by_pk, families, loners=()):
         "near_results": tp + fp,
         "false": fp,
         "baseline": _baseline(scored, np.array(to_original)),
+        "false_pairs": sorted(false_pairs),
     }
 
 
