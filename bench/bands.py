@@ -38,7 +38,6 @@ if str(ROOT) not in sys.path:
 
 from bench.calibration import setup_django  # noqa: E402  (after the path fix above)
 
-
 # Pairs of corel1k originals that are the same scene shot twice (the same animals in the same
 # place a moment apart, or one print mirrored), found by looking at the band's false pairs
 # (--false-png). The labels call them different pictures; precision is printed both ways.
