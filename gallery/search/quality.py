@@ -7,6 +7,7 @@ import numpy.typing as npt
 
 from gallery import embedding
 from gallery.models import Gallery, Image
+from gallery.search.calibration import TIE
 from gallery.search.engine import exact_scan, search_vector
 from gallery.vectors import matrix
 
@@ -19,15 +20,21 @@ def exact_search(
     `vectors` is (Q, D); `exclude_ids` (Q,) optionally drops one pk per query
     (the query image itself). The reference that served results are measured against.
     """
+    return [pks for pks, _dist in _exact(gallery, vectors, k, exclude_ids)]
+
+
+def _exact(
+    gallery: Gallery, vectors: npt.ArrayLike, k: int, exclude_ids: Sequence[int] | None
+) -> list[tuple[list[int], list[float]]]:
+    """Return, per query, (pks, distances) of the k nearest searchable images, nearest first."""
     queries = np.asarray(vectors, dtype=np.float32).reshape(-1, embedding.dim())  # (Q, D)
     rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
     extra = 0 if exclude_ids is None else 1
-    pks, _dist = exact_scan(rows, queries, k + extra)
-    result: list[list[int]] = []
-    for q, row in enumerate(pks.tolist()):
-        if exclude_ids is not None:
-            row = [pk for pk in row if pk != exclude_ids[q]]
-        result.append(row[:k])
+    pks, dist = exact_scan(rows, queries, k + extra)
+    result: list[tuple[list[int], list[float]]] = []
+    for q, (row, far) in enumerate(zip(pks.tolist(), dist.tolist(), strict=True)):
+        pairs = [(pk, d) for pk, d in zip(row, far, strict=True) if exclude_ids is None or pk != exclude_ids[q]]
+        result.append(([pk for pk, _ in pairs[:k]], [d for _, d in pairs[:k]]))
     return result
 
 
@@ -36,7 +43,9 @@ def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int 
 
     Each sampled image is a query (excluding itself) answered as its owner sees
     it. Return {"queries", "k", "recall", "worst", "index_version", "index_items"}:
-    recall@k is the mean share of the exact k nearest that the served k contain.
+    recall@k is the mean share of the exact k nearest that the served k contain,
+    a served image as near as the true k-th (within calibration.TIE, float
+    rounding) counting as found, as the build's own calibration counts it.
     """
     rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
     pks = np.array(rows.order_by("pk").values_list("pk", flat=True), dtype=np.int64)  # (N,)
@@ -55,12 +64,14 @@ def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int 
     found = dict(rows.filter(pk__in=drawn.tolist()).values_list("pk", "embedding"))
     chosen = [int(pk) for pk in drawn if int(pk) in found]
     queries = matrix([found[pk] for pk in chosen], embedding.dim())  # (S, D)
-    truth = exact_search(gallery=gallery, vectors=queries, k=k, exclude_ids=chosen)
+    truth = _exact(gallery, queries, k, chosen)
     recalls: list[float] = []
-    for pk, vec, exact in zip(chosen, queries, truth, strict=True):
-        served = {
-            m.image.pk for m in search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)
-        }
-        recalls.append(len(served & set(exact)) / len(exact) if exact else 1.0)
+    for pk, vec, (exact, far) in zip(chosen, queries, truth, strict=True):
+        served = search_vector(user=gallery.owner, gallery=gallery, vector=vec, k=k, exclude_id=pk)
+        if not exact:
+            recalls.append(1.0)
+            continue
+        hits = sum(1 for m in served if m.image.pk in set(exact) or m.distance <= far[-1] + TIE)
+        recalls.append(min(hits, len(exact)) / len(exact))
     info.update(queries=len(recalls), recall=float(np.mean(recalls)), worst=float(np.min(recalls)))
     return info
