@@ -286,3 +286,30 @@ def test_the_admin_shows_a_builds_bands(client, staff, hashed_gallery):
     html = client.get(f"/admin/gallery/indexbuild/{build.pk}/change/").content.decode()
     assert "Similarity bands" in html and "near-duplicates by perceptual hash alone" in html
     assert f"similar &lt;= {build.bands['similar']:.5f}" in html
+
+
+@pytest.mark.django_db
+def test_a_build_queues_the_copy_probes_once_and_the_next_build_fits_to_them(owner, settings):
+    from gallery import tasks
+    from imagesearch.celery import app
+
+    settings.IMAGESEARCH_COPY_PROBES = 3
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    try:
+        gallery = services.gallery_create(owner=owner, title="Queued probes")
+        for i in range(4):
+            services.image_create(
+                gallery=gallery, name=f"q{i}.jpg", data=imagegen.photo_jpeg(imagegen.CLASSES[i], 7), uploader=owner
+            )
+        services.images_embed(image_ids=list(Image.objects.filter(gallery=gallery).values_list("pk", flat=True)))
+        assert tasks.rebuild_index(gallery.pk) == 1  # the build queues the probes, which run here (eager)
+        assert CopyProbe.objects.filter(gallery=gallery).count() == 3 * 6
+        gallery.refresh_from_db()
+        assert gallery.index_dirty  # the probes ask for a refit
+        assert tasks.rebuild_index(gallery.pk) == 2
+        assert gallery.index_builds.get(version=2).bands["probes"] == 18
+        assert tasks.rebuild_index(gallery.pk) is None  # current, and no more probes wanted
+        assert CopyProbe.objects.filter(gallery=gallery).count() == 18
+    finally:
+        app.conf.task_always_eager = False
