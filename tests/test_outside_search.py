@@ -99,7 +99,7 @@ def test_the_get_url_pages_like_find_similar(client, owner, gallery):
     assert names(second) == first_six[3:6]
     text = second.content.decode()
     assert "?k=3&amp;page=1" in text and "?k=3&amp;page=3" in text  # nearer and further
-    assert 'name="max_distance"' in text  # the controls, as on find similar
+    assert 'name="band"' in text  # the controls, as on find similar (bands, once the index has them)
     distances = [m.distance for m in client.get(url, {"k": 6}).context["matches"]]
     near = client.get(url, {"k": 6, "max_distance": (distances[1] + distances[2]) / 2})
     assert names(near) == first_six[:2]
