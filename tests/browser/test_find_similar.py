@@ -1,6 +1,7 @@
-"""On an image's page, "Find similar" lists the gallery nearest first: the
-near-duplicate ranks first, each card shows rank, distance and a similarity bar,
-and the k selector changes how many come back."""
+"""On an image's page, "Find similar" lists the gallery copies first, then nearest first: the
+near-duplicate ranks first with its band, each card shows rank, band, distance and a bar of the
+share of the gallery's pairs farther apart, the Show control filters by band, and the k selector
+changes how many come back."""
 
 from playwright.sync_api import expect
 
@@ -37,10 +38,22 @@ def test_find_similar_puts_the_near_duplicate_first(page, embedded_gallery):
         for w in cards.locator(".simbar").evaluate_all("bars => bars.map(b => b.getAttribute('aria-valuenow'))")
     ]
     assert widths == sorted(widths, reverse=True) and 0 < widths[0] <= 100
+    expect(first.locator(".band")).to_have_text("Near-duplicate")
     screenshot(page, "find-similar-1-results")
 
-    page.get_by_label("Results", exact=True).select_option("6")  # applies at once with scripts on
-    expect(page).to_have_url(f"/i/{query.pk}/similar/?k=6&max_distance=")
+    show = page.get_by_label("Show", exact=True)
+    expect(show.locator("option:checked")).to_have_text("Any distance")
+    expect(show.locator("option[value=near]")).to_have_text("Near-duplicate (1)")
+    show.select_option("near")  # applies at once with scripts on
+    expect(page).to_have_url(f"/i/{query.pk}/similar/?k=12&band=near")
+    expect(cards).to_have_count(1)
+    expect(first.locator(".name")).to_have_text("scene-3.jpg")
+    screenshot(page, "find-similar-2-near-duplicates")
+    page.get_by_label("Show", exact=True).select_option("")
+    expect(cards).to_have_count(6)
+
+    page.get_by_label("Results", exact=True).select_option("6")
+    expect(page).to_have_url(f"/i/{query.pk}/similar/?k=6&band=")
     expect(cards).to_have_count(6)
     page.get_by_label("Results", exact=True).select_option("24")
     expect(cards).to_have_count(6)
