@@ -96,14 +96,14 @@ def test_the_build_records_its_calibration_and_queries_use_it(owner, monkeypatch
     query = vectors.clustered(1, seed=99)[0]
     engine.search_vector(user=owner, gallery=gallery, vector=query, k=10)
     # With bands, a page is chosen from the nearest COUNT_DEPTH (and a quarter more for hidden rows):
-    # the calibrated pool and search_k, widened in proportion.
+    # a pool that wide, searched as hard as the calibration says for the page's 10 (and a quarter more).
     n = engine.COUNT_DEPTH + max(8, engine.COUNT_DEPTH // 4)
-    calibrated = (build.search_k, build.pool)
     want = (
         ann.pool_for(n, build.item_count, build.pool),
-        ann.search_k_for(build.n_trees, n, build.item_count, calibrated),
+        ann.search_k_for(build.n_trees, 18, build.item_count, (build.search_k, build.pool)),
     )
     assert asked and asked[0] == want
+    assert want[1] == build.search_k  # 18 results fit the calibrated pool: the calibrated search_k itself
 
     # Marked exact, the same query scans and asks Annoy nothing.
     IndexBuild.objects.filter(pk=build.pk).update(exact=True)

@@ -224,7 +224,7 @@ def search_results(
         ref = ref_for(build)
         try:
             pks, dist, names, delta = _search_indexed(
-                candidates, base, ref, build.snapshot_at, vector, depth, max_distance
+                candidates, base, ref, build.snapshot_at, vector, depth, max_distance, effort=want
             )
             if fitted is None:
                 return Results(_matches(gallery, pks, dist, offset, want, names))
@@ -327,8 +327,15 @@ def _search_indexed(
     vector: npt.NDArray[np.float32],
     want: int,
     max_distance: float | None,
+    effort: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[int, str], Delta]:
     """Return (pks, distances, {pk: name}, delta) of at least the best `want` visible candidates, nearest first.
+
+    `effort` (<= want) sizes the forest's search_k for that many results
+    rather than `want` in the first round: the bands' depth needs the nearest
+    100 for counting, not found as carefully as the page shown (the pool still
+    holds `want`, re-ranked exactly). Later rounds, for hidden rows, search as
+    hard as their size.
 
     One query per round answers what the index cannot: which candidates the
     viewer may see (and their names), and which images are newer than the index
@@ -343,8 +350,13 @@ def _search_indexed(
     # The first round asks for a quarter more (at least 8): each candidate is a
     # row the visibility query reads, and most galleries hide few images.
     n = min(ref.item_count, want + max(8, want // 4))
+    search_k = None
+    if effort is not None and effort < want:
+        shown = min(ref.item_count, effort + max(8, effort // 4))
+        search_k = ann.search_k_for(ref.n_trees, shown, ref.item_count, (ref.search_k, ref.pool))
     while True:
-        found_pks, found_dist = index_search(ref, vector, n)  # (M,), (M,) nearest first
+        found_pks, found_dist = index_search(ref, vector, n, search_k)  # (M,), (M,) nearest first
+        search_k = None
         rows = candidates(pks=found_pks.tolist(), recent_after=cutoff, new_after=snapshot_at)
         names.update((pk, name) for pk, name, _recent, _new in rows)
         if delta is None:
