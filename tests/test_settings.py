@@ -272,3 +272,19 @@ def test_export_env_fails_on_a_malformed_file(tmp_path):
     )
     assert proc.returncode != 0
     assert f"{path}:1:" in proc.stderr and proc.stdout == ""
+
+
+def test_a_web_process_runs_numpy_on_one_blas_thread_unless_told_otherwise(tmp_path):
+    show = (
+        "import imagesearch.wsgi, json, os, numpy; "
+        "print(json.dumps({v: os.environ.get(v) for v in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS')}))"
+    )
+    env = clean_environment(tmp_path, {"DJANGO_SECRET_KEY": "x"})
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+    run = subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env["OPENBLAS_NUM_THREADS"] = "2"  # an operator's choice wins
+    run = subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert json.loads(run.stdout.strip().splitlines()[-1])["OPENBLAS_NUM_THREADS"] == "2"
