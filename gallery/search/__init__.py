@@ -6,9 +6,12 @@
     search.similar_results(..., counts=True)                    # the page, with counts per band
     search.exact_search(gallery=..., vectors=..., k=10)        # the brute-force reference
 
-The parts: ann (the only Annoy import), projection (PCA), store (index files),
-cache (versions open in this process), engine (candidates, delta, exact
-re-rank, paging), reads (the hot-path SQL), quality (exact reference, recall).
+The parts: ann (the only Annoy import), projection (PCA, whitening), store
+(index files), cache (versions open in this process), engine (candidates,
+delta, exact re-rank, bands, paging), calibration (each build's search_k and
+measured recall), bands (what a distance means in a gallery: fit, classify),
+queries (outside pictures and their stored links), reads (the hot-path SQL),
+quality (exact reference, recall).
 """
 
 from gallery.search.engine import Match, Results, search_results, search_vector, similar_results
