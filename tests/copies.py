@@ -59,30 +59,28 @@ def evaluate(*, user, images_by_pk, families, loners=()):
     hits = {edit: [] for edit in EDITS}
     scored = []  # (distance, is a copy of the same picture) of every plain result, for the baseline
     to_original = []  # each copy's distance to its original by plain cosine (inf: not among its results)
-    copies_of = {}
+    members_of, copy_of = {}, {}  # pk -> the pks of its picture; copy pk -> (original pk, edit)
     for original, family in families.items():
         members = {original, *family.values()}
         for pk in members:
-            copies_of[pk] = members
-    queries = [(pk, copies_of[pk]) for pk in copies_of] + [(pk, {pk}) for pk in loners]
+            members_of[pk] = members
+        for edit, copy_pk in family.items():
+            copy_of[copy_pk] = (original, edit)
+    queries = [(pk, members_of[pk]) for pk in members_of] + [(pk, {pk}) for pk in loners]
     for pk, members in queries:
         image = images_by_pk[pk]
         near = engine.similar_images(user=user, image=image, k=100)
-        near = [m for m in near if m.band in ("exact", "near")]
-        found = {m.image.pk for m in near}
+        found = {m.image.pk for m in near if m.band in ("exact", "near")}
         tp += len(found & members)
         fp += len(found - members)
         false_pairs.update((pk, other) for other in found - members)
-        for original, family in families.items():
-            for edit, copy_pk in family.items():
-                if copy_pk == pk:
-                    hits[edit].append(original in found)
         plain = engine.search_vector(
             user=user, gallery=image.gallery, vector=image.vector, k=len(members) + 20, exclude_id=pk
         )
         scored.extend((m.distance, m.image.pk in members) for m in plain)
-        original = next((o for o, family in families.items() if pk in family.values()), None)
-        if original is not None:
+        if pk in copy_of:
+            original, edit = copy_of[pk]
+            hits[edit].append(original in found)
             to_original.append(next((m.distance for m in plain if m.image.pk == original), np.inf))
     recall = float(np.mean([h for edit in EDITS for h in hits[edit]]))
     return {

@@ -71,7 +71,8 @@ def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int 
         if not exact:
             recalls.append(1.0)
             continue
-        hits = sum(1 for m in served if m.image.pk in set(exact) or m.distance <= far[-1] + TIE)
+        wanted = set(exact)
+        hits = sum(1 for m in served if m.image.pk in wanted or m.distance <= far[-1] + TIE)
         recalls.append(min(hits, len(exact)) / len(exact))
     info.update(queries=len(recalls), recall=float(np.mean(recalls)), worst=float(np.min(recalls)))
     return info
