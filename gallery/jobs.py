@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 EMBED_IMAGES = "gallery.tasks.embed_images"
 REBUILD_INDEX = "gallery.tasks.rebuild_index"
 PROBE_COPIES = "gallery.tasks.probe_copies"
+FIND_DUPLICATES = "gallery.tasks.find_duplicates"
 EMBED_QUERY = "gallery.tasks.embed_query"
 # A query's answer comes back on a Redis list of its own, named by the request.
 QUERY_REPLY_PREFIX = "imagesearch:query-reply:"
@@ -104,6 +105,16 @@ def publish_probes(gallery_id: int) -> None:
         _task(PROBE_COPIES).delay(gallery_id)
     except Exception:  # broker down: the next build asks again
         logger.warning("could not queue copy probes of gallery %s", gallery_id, exc_info=True)
+
+
+def publish_find_duplicates(gallery_id: int, build_id: int) -> bool:
+    """Queue the near-duplicate grouping of a build. Return False when the broker cannot be reached (beat asks again)."""
+    try:
+        _task(FIND_DUPLICATES).delay(gallery_id, build_id)
+    except Exception:
+        logger.warning("could not queue duplicate grouping of gallery %s", gallery_id, exc_info=True)
+        return False
+    return True
 
 
 def queue_rebuild(gallery_id: int) -> None:

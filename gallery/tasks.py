@@ -49,6 +49,7 @@ def rebuild_index(gallery_id):
         build = services.gallery_rebuild_index(gallery_id=gallery_id)
     if build is None:
         return None
+    jobs.publish_find_duplicates(gallery_id, build.pk)
     if services.probes_wanted(gallery_id=gallery_id):
         jobs.publish_probes(gallery_id)
     logger.info(
@@ -71,12 +72,22 @@ def probe_copies(gallery_id):
         return 0
 
 
+@shared_task(name=jobs.FIND_DUPLICATES, acks_late=True, autoretry_for=(OSError,), retry_backoff=10, max_retries=3)
+def find_duplicates(gallery_id, build_id):
+    """Group the near-duplicates of one build (once per build; skipped once the build is superseded)."""
+    run = services.gallery_find_duplicates(gallery_id=gallery_id, build_id=build_id)
+    return None if run is None else run.group_count
+
+
 @shared_task(name="gallery.tasks.rebuild_stale_indexes")
 def rebuild_stale_indexes():
-    """Queue one rebuild per gallery whose index is out of date (run by beat)."""
+    """Queue one rebuild per gallery whose index is out of date, and the grouping of builds that missed it (run by beat)."""
     ids = list(Gallery.objects.filter(index_dirty=True).values_list("pk", flat=True))
     for gallery_id in ids:
         jobs.publish_rebuild(gallery_id)
+    ungrouped = Gallery.objects.filter(current_index__isnull=False, current_index__grouping__isnull=True)
+    for gallery_id, build_id in ungrouped.exclude(pk__in=ids).values_list("pk", "current_index_id")[:100]:
+        jobs.publish_find_duplicates(gallery_id, build_id)
     return ids
 
 
@@ -97,6 +108,15 @@ def embed_query(reply_to, payload):
     redelivery after a crash would answer no one. It expires with the wait.
     """
     jobs.answer_query(reply_to, queries.answer(payload))
+
+
+@shared_task(name="gallery.tasks.purge_trash")
+def purge_trash():
+    """Delete for good what has been in a trash longer than IMAGESEARCH_TRASH_DAYS (run by beat)."""
+    purged = services.trash_purge_expired()
+    if purged:
+        logger.info("purged %d trashed image(s)", purged)
+    return purged
 
 
 @shared_task(name="gallery.tasks.purge_outside_queries")

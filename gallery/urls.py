@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from gallery.api import views as api
-from gallery.views import media, pages, results
+from gallery.views import duplicates, media, pages, results
 
 api_urlpatterns = [
     path("images/<int:pk>/similar", api.similar, name="api_similar"),
@@ -20,12 +20,24 @@ urlpatterns = [
     path("g/<slug:slug>/delete/", pages.gallery_delete, name="gallery_delete"),
     path("g/<slug:slug>/upload/", pages.gallery_upload, name="gallery_upload"),
     path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
+    path("g/<slug:slug>/duplicates/", duplicates.review, name="gallery_duplicates"),
+    path("g/<slug:slug>/duplicates/all/", duplicates.resolve_all, name="gallery_duplicates_resolve_all"),
+    path("g/<slug:slug>/duplicates/<int:group_id>/", duplicates.resolve, name="gallery_duplicates_resolve"),
+    path("g/<slug:slug>/duplicates.csv", duplicates.export, {"fmt": "csv"}, name="gallery_duplicates_csv"),
+    path("g/<slug:slug>/duplicates.json", duplicates.export, {"fmt": "json"}, name="gallery_duplicates_json"),
+    path("g/<slug:slug>/compare/", duplicates.compare, name="gallery_compare"),
+    path("g/<slug:slug>/trash/", duplicates.trash, name="gallery_trash"),
+    path("g/<slug:slug>/trash/restore/", duplicates.trash_restore, name="gallery_trash_restore"),
+    path("g/<slug:slug>/trash/purge/", duplicates.trash_purge, name="gallery_trash_purge"),
+    path("g/<slug:slug>/trash/<int:pk>/thumb", duplicates.trash_thumbnail, name="gallery_trash_thumb"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
     path("g/<slug:slug>/search/", results.gallery_search, name="gallery_search"),
     path("g/<slug:slug>/search/<str:token>/", results.gallery_search_results, name="gallery_search_results"),
     path("i/<int:pk>/", pages.image_detail, name="image_detail"),
     path("i/<int:pk>/similar/", results.image_similar, name="image_similar"),
     path("i/<int:pk>/delete/", pages.image_delete, name="image_delete"),
+    path("i/<int:pk>/keep/", duplicates.upload_keep, name="image_upload_keep"),
+    path("i/<int:pk>/skip/", duplicates.upload_skip, name="image_upload_skip"),
     path("i/<int:pk>/file", media.image_file, name="image_file"),
     path("i/<int:pk>/thumb", media.image_thumbnail, name="image_thumb"),
 ]

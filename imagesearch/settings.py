@@ -370,6 +370,8 @@ if IMAGESEARCH_TARGET_RECALL > 1.0:
 # Images per gallery whose generated copies the embed worker embeds, so the
 # near-duplicate band is fitted to this gallery (gallery.services.probes); 0: off.
 IMAGESEARCH_COPY_PROBES = env_int("IMAGESEARCH_COPY_PROBES", 24, minimum=0, maximum=1000)
+# Days a trashed image stays restorable before beat deletes it and its files for good.
+IMAGESEARCH_TRASH_DAYS = env_int("IMAGESEARCH_TRASH_DAYS", 30, minimum=1, maximum=3650)
 IMAGESEARCH_INDEX_REBUILD_SECONDS = env_float("IMAGESEARCH_INDEX_REBUILD_SECONDS", 30.0, minimum=1.0)
 IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0, minimum=1.0)
 # An image left in pending/processing longer than this is queued again.
@@ -415,6 +417,7 @@ CELERY_TASK_ROUTES = {
     "gallery.tasks.embed_images": {"queue": "embed"},
     "gallery.tasks.rebuild_index": {"queue": "index"},
     "gallery.tasks.probe_copies": {"queue": "embed"},
+    "gallery.tasks.find_duplicates": {"queue": "index"},
     "gallery.tasks.embed_query": {"queue": "query"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -437,6 +440,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "purge-outside-queries": {
         "task": "gallery.tasks.purge_outside_queries",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    "purge-trash": {
+        "task": "gallery.tasks.purge_trash",
         "schedule": 3600.0,
         "options": {"expires": 3600.0},
     },

@@ -1,6 +1,6 @@
 """Every model of the app, re-exported: Django and callers find them as gallery.models.X."""
 
-from gallery.models.builds import IndexBuild
+from gallery.models.builds import GroupingRun, IndexBuild
 from gallery.models.galleries import Gallery, GalleryQuerySet, Visibility
 from gallery.models.images import (
     EmbeddingState,
@@ -10,17 +10,23 @@ from gallery.models.images import (
     image_upload_to,
     thumbnail_upload_to,
 )
+from gallery.models.groups import DuplicateDecision, DuplicateGroup, DuplicateGroupMember
 from gallery.models.moderation import ModerationEvent, ModerationState
 from gallery.models.notices import SystemNotice
 from gallery.models.probes import CopyProbe
 from gallery.models.queries import OutsideQuery
 from gallery.models.sessions import Session
+from gallery.models.trash import TrashedImage
 
 __all__ = [
     "CopyProbe",
+    "DuplicateDecision",
+    "DuplicateGroup",
+    "DuplicateGroupMember",
     "EmbeddingState",
     "Gallery",
     "GalleryQuerySet",
+    "GroupingRun",
     "Image",
     "ImageQuerySet",
     "IndexBuild",
@@ -30,6 +36,7 @@ __all__ = [
     "OutsideQuery",
     "Session",
     "SystemNotice",
+    "TrashedImage",
     "Visibility",
     "image_upload_to",
     "thumbnail_upload_to",

@@ -77,3 +77,28 @@ class IndexBuild(models.Model):
 BUILD_CACHE_SIZE = 256
 _build_cache: "OrderedDict[int, IndexBuild]" = OrderedDict()  # oldest first
 _build_cache_lock = threading.Lock()
+
+
+class GroupingRun(models.Model):
+    """The near-duplicate groups of one index build: derived from its files (gallery.analysis.duplicates)."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    gallery = models.ForeignKey("gallery.Gallery", on_delete=models.CASCADE, related_name="grouping_runs")
+    build = models.OneToOneField(IndexBuild, on_delete=models.CASCADE, related_name="grouping")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    item_count = models.PositiveIntegerField(default=0)  # items of the build looked at
+    pair_count = models.PositiveIntegerField(default=0)  # near-duplicate pairs found (after remembered decisions)
+    group_count = models.PositiveIntegerField(default=0)
+    grouped_images = models.PositiveIntegerField(default=0)
+    duration_seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.build}: {self.group_count} group(s)"

@@ -109,5 +109,10 @@ def query(forest: Forest, projected: npt.NDArray[np.float32], pool: int, search_
     return forest.get_nns_by_vector(projected.tolist(), pool, search_k=search_k)
 
 
+def query_item(forest: Forest, position: int, n: int, search_k: int) -> list[int]:
+    """Return the positions of the `n` approximate nearest items to item `position` (itself among them, usually first)."""
+    return forest.get_nns_by_item(position, n, search_k=search_k)
+
+
 def item_count(forest: Forest) -> int:
     return forest.get_n_items()

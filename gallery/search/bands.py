@@ -154,6 +154,19 @@ class Fitted:
             cdf_shares=np.asarray(shares, dtype=np.float64),
         )
 
+    @classmethod
+    def hashes_only(cls) -> Fitted:
+        """A fit for a build from before bands: near-duplicates by perceptual hash (and exact copies) alone."""
+        return cls(
+            exact=EXACT_DISTANCE,
+            hash_bits=HASH_BITS,
+            white=None,
+            similar=0.0,
+            related=0.0,
+            cdf_distances=np.array([0.0, 2.0]),
+            cdf_shares=np.array([0.0, 1.0]),
+        )
+
     def percentile(self, distances: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Return 100 x the share of the gallery's pairs farther apart than each distance."""
         below = np.interp(np.asarray(distances, dtype=np.float64), self.cdf_distances, self.cdf_shares)
@@ -162,6 +175,32 @@ class Fitted:
     def threshold(self, band: str) -> float | None:
         """Return the largest cosine distance of a band by distance alone (None: 'near' and 'distant')."""
         return {"exact": self.exact, "similar": self.similar, "related": self.related}.get(band)
+
+    def near(
+        self,
+        distances: npt.ArrayLike,
+        *,
+        hash_distances: npt.ArrayLike,
+        white_distances: npt.ArrayLike | None,
+    ) -> npt.NDArray[np.bool_]:
+        """Return which results are copies (exact or near-duplicate): (..., M) bool.
+
+        Each row (the last axis) holds all the results searched for one query,
+        as classify() takes them; a row of several queries at once is how the
+        duplicate finder asks (gallery.analysis.duplicates). Missing results
+        are padded with distance inf and hash distance 64.
+        """
+        dist = np.asarray(distances, dtype=np.float64)
+        near = (np.asarray(hash_distances) <= self.hash_bits) | (dist <= self.exact)
+        if self.white is not None and white_distances is not None:
+            white = np.asarray(white_distances, dtype=np.float64)
+            # The results are the query's neighbourhood: its NEIGHBOURS-th nearest is the yardstick.
+            if white.shape[-1] >= NEIGHBOURS:
+                kth = np.partition(white, NEIGHBOURS - 1, axis=-1)[..., NEIGHBOURS - 1 : NEIGHBOURS]
+            else:
+                kth = np.full(white.shape[:-1] + (1,), np.inf)
+            near |= (white <= self.white) & (white <= RATIO * kth)
+        return near
 
     def classify(
         self,
@@ -177,12 +216,7 @@ class Fitted:
         compares each with the query's NEIGHBOURS-th nearest among them.
         """
         dist = np.asarray(distances, dtype=np.float64)
-        near = np.asarray(hash_distances) <= self.hash_bits
-        if self.white is not None and white_distances is not None:
-            white = np.asarray(white_distances, dtype=np.float64)
-            # The results are the query's neighbourhood: the nearest COUNT_DEPTH and the hash matches.
-            kth = np.partition(white, NEIGHBOURS - 1)[NEIGHBOURS - 1] if len(white) >= NEIGHBOURS else np.inf
-            near |= (white <= self.white) & (white <= RATIO * kth)
+        near = self.near(dist, hash_distances=hash_distances, white_distances=white_distances)
         out = np.where(
             dist <= self.exact,
             "exact",

@@ -12,9 +12,25 @@ from gallery.services.galleries import (
     gallery_rebuild_request,
     gallery_update,
 )
+from gallery.services.duplicates import (
+    ACTIONS,
+    Comparison,
+    HashLookup,
+    LookAlike,
+    ResolveError,
+    files_compare,
+    gallery_find_duplicates,
+    group_resolve,
+    groups_resolve_all,
+    keeper_key,
+    open_groups,
+    upload_keep,
+    upload_skip,
+)
 from gallery.services.indexing import gallery_rebuild_index, index_is_stale
 from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
 from gallery.services.probes import gallery_probe_copies, probes_wanted
+from gallery.services.trash import Restored, images_trash, trash_expires_at, trash_purge, trash_purge_expired, trash_restore
 from gallery.services.uploads import (
     UploadError,
     UploadResult,
@@ -31,6 +47,25 @@ from gallery.services.uploads import (
 )
 
 __all__ = [
+    "ACTIONS",
+    "Comparison",
+    "HashLookup",
+    "LookAlike",
+    "ResolveError",
+    "Restored",
+    "files_compare",
+    "gallery_find_duplicates",
+    "group_resolve",
+    "groups_resolve_all",
+    "images_trash",
+    "keeper_key",
+    "open_groups",
+    "trash_expires_at",
+    "trash_purge",
+    "trash_purge_expired",
+    "trash_restore",
+    "upload_keep",
+    "upload_skip",
     "UploadError",
     "UploadResult",
     "clean_filename",

@@ -17,6 +17,7 @@ from django.db.models import FileField, QuerySet
 from gallery import jobs
 from gallery.embedding import imaging, pipeline
 from gallery.models import EmbeddingState, Gallery, Image, ModerationState
+from gallery.services.duplicates import HashLookup, LookAlike
 from gallery.services.galleries import delete_files
 from gallery.services.moderation import images_autoflag
 
@@ -36,12 +37,15 @@ class UploadResult:
     status: str  # "added" | "duplicate" | "rejected"
     message: str = ""
     image: Image | None = None
+    looks_like: LookAlike | None = None  # an added file that looks like an image already in the gallery
 
-    def as_dict(self) -> dict[str, str | int]:
-        data: dict[str, str | int] = {"name": self.name, "status": self.status, "message": self.message}
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"name": self.name, "status": self.status, "message": self.message}
         if self.image is not None:
             data["id"] = self.image.pk
             data["url"] = self.image.get_absolute_url()
+        if self.looks_like is not None:
+            data["looks_like"] = self.looks_like.as_dict()
         return data
 
 
@@ -61,10 +65,18 @@ def _too_large(name: str, size: int) -> UploadResult:
 
 
 def image_create(
-    *, gallery: Gallery, uploader: User | None, data: bytes, name: str | None, queue: bool = True
+    *,
+    gallery: Gallery,
+    uploader: User | None,
+    data: bytes,
+    name: str | None,
+    queue: bool = True,
+    lookup: HashLookup | None = None,
 ) -> UploadResult:
     """Store one uploaded file as an image of `gallery` and queue its embedding
     (unless `queue` is false: a bulk import queues its images in batches).
+    With a `lookup`, an added file that looks like an existing image says which
+    (UploadResult.looks_like), and joins the lookup for the rest of the batch.
 
     Return an UploadResult; a bad file is a "rejected" result with a reason, never
     an exception. Raise UploadError only when storage fails (nothing is left behind).
@@ -82,6 +94,7 @@ def image_create(
     existing = Image.objects.filter(gallery=gallery, sha256=digest).first()
     if existing is not None:
         return UploadResult(name, "duplicate", f"Already in this gallery as “{existing.original_name}”.", existing)
+    like = lookup.match(phash, phash_mirror) if lookup is not None else None
 
     image = Image(
         gallery=gallery,
@@ -114,7 +127,9 @@ def image_create(
         raise UploadError(
             f"The file could not be stored ({type(exc).__name__}); nothing was saved. Try again."
         ) from exc
-    return UploadResult(name, "added", "", image)
+    if lookup is not None:
+        lookup.add(image)
+    return UploadResult(name, "added", like.message if like else "", image, like)
 
 
 def _store(image: Image, field_name: str, filename: str, data: bytes, attempted: list[str]) -> None:
@@ -141,6 +156,7 @@ def images_upload(*, gallery: Gallery, uploader: User | None, files: Sequence[Up
             for f in files
         ]
     results: list[UploadResult] = []
+    lookup = HashLookup(gallery)
     for upload in files:
         if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
             # Not read into memory. An upload handler always sets the size (django-stubs types it as optional).
@@ -148,7 +164,9 @@ def images_upload(*, gallery: Gallery, uploader: User | None, files: Sequence[Up
             continue
         data = upload.read()
         try:
-            results.append(image_create(gallery=gallery, uploader=uploader, data=data, name=upload.name))
+            results.append(
+                image_create(gallery=gallery, uploader=uploader, data=data, name=upload.name, lookup=lookup)
+            )
         except UploadError as exc:
             results.append(UploadResult(clean_filename(upload.name), "rejected", str(exc)))
     return results

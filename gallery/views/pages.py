@@ -74,15 +74,18 @@ def gallery_detail(request, slug):
     images = gallery.images.visible_to(request.user).order_by("-created_at", "-id")
     page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
     failed = gallery.images.filter(embedding_state=EmbeddingState.FAILED).order_by("-created_at")[:50]
+    owner = access.can_edit(request.user, gallery)
     return render(
         request,
         "gallery/gallery_detail.html",
         {
             "gallery": gallery,
             "page": page,
-            "can_edit": access.can_edit(request.user, gallery),
+            "can_edit": owner,
             "status": selectors.gallery_status(gallery=gallery),
-            "failed": failed if access.can_edit(request.user, gallery) else [],
+            "failed": failed if owner else [],
+            "duplicate_groups": services.open_groups(gallery=gallery).count() if owner else 0,
+            "trash_count": gallery.trash.count() if owner else 0,
             "query_form": QueryImageForm(),
             "k_choices": K_CHOICES,
             "default_k": settings.IMAGESEARCH_DEFAULT_K,

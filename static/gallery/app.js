@@ -30,6 +30,12 @@
   }
 
   // Selects marked data-autosubmit apply at once (a button is there without JS).
+  // Buttons that ask first (resolving every group, emptying the trash).
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("[data-confirm]");
+    if (b && !window.confirm(b.dataset.confirm)) e.preventDefault();
+  });
+
   $$("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });
   });
@@ -102,9 +108,51 @@
       item.result.appendChild(document.createTextNode(label));
     }
     if (r.message) item.result.appendChild(document.createTextNode(": " + r.message));
+    if (r.looks_like && r.id) lookAlike(item, r);
     totals.finished++;
     totals[r.status] = (totals[r.status] || 0) + 1;
     updateSummary();
+  }
+
+  // An added file that looks like an image already in the gallery: keep both, or skip (trash) the new one.
+  function lookAlike(item, r) {
+    item.li.classList.add("looks-like");
+    var box = document.createElement("span");
+    box.className = "look-alike";
+    var like = document.createElement("a");
+    like.href = r.looks_like.url;
+    like.className = "look-alike-thumb";
+    var img = document.createElement("img");
+    img.src = r.looks_like.thumbnail;
+    img.alt = r.looks_like.name;
+    img.width = 48; img.height = 36;
+    like.appendChild(img);
+    box.appendChild(like);
+    [["keep", "Keep both"], ["skip", "Skip this file"]].forEach(function (pair) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "ghost small look-alike-" + pair[0];
+      b.textContent = pair[1];
+      b.addEventListener("click", function () {
+        var body = new FormData();
+        body.append("like", r.looks_like.id);
+        box.querySelectorAll("button").forEach(function (x) { x.disabled = true; });
+        fetch(r.url + pair[0] + "/", { method: "POST", body: body, credentials: "same-origin",
+          headers: { "X-CSRFToken": csrfToken(uploadForm), Accept: "application/json" } })
+          .then(function (resp) { return resp.json().then(function (j) { if (!resp.ok) throw new Error(j.error || resp.status); return j; }); })
+          .then(function (j) {
+            box.textContent = j.message;
+            item.li.classList.add(pair[0] === "keep" ? "kept" : "skipped");
+            if (pair[0] === "skip") status.kick();
+          })
+          .catch(function (err) {
+            box.querySelectorAll("button").forEach(function (x) { x.disabled = false; });
+            box.appendChild(document.createTextNode(" Could not save: " + err.message));
+          });
+      });
+      box.appendChild(b);
+    });
+    item.result.appendChild(box);
   }
 
   function send(item, form) {

@@ -1,18 +1,24 @@
-"""Load a folder of images into a gallery: `manage.py import_images PATH --gallery SLUG [--owner USER]`.
+"""Load a folder of images into a gallery: `manage.py import_images PATH --gallery SLUG [--owner USER] [--compare]`.
 
 Walks PATH recursively, stores every image of a usual type through the same
 service as an upload (validation, thumbnail, sha256), skips files already in the
 gallery, and queues embedding in batches while it runs, so workers start at once.
+Added files that look like an image already in the gallery (perceptual hash)
+are listed in the summary. --compare adds nothing and reports, per file,
+whether it is already in the gallery, looks like one of its images, or is new.
 """
 
 import hashlib
 import os
+from collections import Counter
 import re
 import sys
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 from tqdm import tqdm
 
 from gallery import jobs, services
@@ -47,8 +53,13 @@ class Command(BaseCommand):
             help="Username owning the gallery; the gallery is created (private) if it does not exist.",
         )
         parser.add_argument("--no-progress", action="store_true", help="Do not draw the progress bar.")
+        parser.add_argument(
+            "--compare",
+            action="store_true",
+            help="Add nothing: report which files are already in the gallery, look like an image of it, or are new.",
+        )
 
-    def handle(self, *args, path, gallery, owner, no_progress, **options):
+    def handle(self, *args, path, gallery, owner, no_progress, compare=False, **options):
         root = Path(path)
         if not root.exists():
             raise CommandError(f"{root} does not exist.")
@@ -59,9 +70,13 @@ class Command(BaseCommand):
             self.stdout.write(f"No image files (JPEG, PNG, GIF, WebP, TIFF, BMP) under {root}.")
             return
 
+        if compare:
+            self._compare(gallery, root, files, no_progress)
+            return
         # Hashes already in the gallery: a re-run skips known files without decoding them.
         known = set(Image.objects.filter(gallery=gallery).values_list("sha256", flat=True))
-        added, duplicates, rejected, queue = 0, 0, [], []
+        added, duplicates, rejected, queue, alike = 0, 0, [], [], []
+        lookup = services.HashLookup(gallery)
         step = jobs.task_size()
         bar = tqdm(files, unit="img", file=sys.stderr, disable=no_progress, dynamic_ncols=True)
         for file in bar:
@@ -76,7 +91,7 @@ class Command(BaseCommand):
                 continue
             try:
                 result = services.image_create(
-                    gallery=gallery, uploader=gallery.owner, data=data, name=file.name, queue=False
+                    gallery=gallery, uploader=gallery.owner, data=data, name=file.name, queue=False, lookup=lookup
                 )
             except services.UploadError as exc:
                 rejected.append((shown, str(exc)))
@@ -85,6 +100,8 @@ class Command(BaseCommand):
                 added += 1
                 known.add(result.image.sha256)
                 queue.append(result.image.pk)
+                if result.looks_like is not None:
+                    alike.append((shown, result.looks_like))
                 if len(queue) >= step:
                     services.images_queue_embedding(image_ids=queue)
                     queue = []
@@ -105,11 +122,40 @@ class Command(BaseCommand):
             self.stdout.write(f"  rejected {shown}: {reason}")
         if len(rejected) > SHOW_REJECTED:
             self.stdout.write(f"  ... and {len(rejected) - SHOW_REJECTED} more rejected file(s).")
+        if alike:
+            self.stdout.write(
+                f"{len(alike)} added file(s) look like images already in the gallery; review them on "
+                f"{reverse('gallery_duplicates', args=[gallery.slug])} once the index is rebuilt:"
+            )
+            for shown, like in alike[:SHOW_REJECTED]:
+                self.stdout.write(f"  {shown} looks like “{like.image.original_name}” (distance {like.bits} of 63 hash bits)")
+            if len(alike) > SHOW_REJECTED:
+                self.stdout.write(f"  ... and {len(alike) - SHOW_REJECTED} more.")
         if added:
             self.stdout.write(
                 f"Embedding of {added} image(s) is queued; a worker on the 'embed' queue processes it "
                 f"(progress on the gallery page)."
             )
+
+    def _compare(self, gallery, root, files, no_progress):
+        def read():
+            for file in tqdm(files, unit="img", file=sys.stderr, disable=no_progress, dynamic_ncols=True):
+                shown = str(file.relative_to(root)) if file != root else file.name
+                try:
+                    yield shown, file.read_bytes()
+                except OSError as exc:
+                    yield shown, b""  # judged unreadable below
+                    self.stderr.write(f"{shown}: cannot be read ({exc.strerror or exc})")
+
+        results = services.files_compare(gallery=gallery, files=read(), max_pixels=settings.IMAGESEARCH_MAX_PIXELS)
+        counts = Counter(r.status for r in results)
+        self.stdout.write(
+            f"Gallery “{gallery.slug}”, nothing added: {counts['new']} new, {counts['looks_like']} look-alike(s), "
+            f"{counts['copy']} already in it, {counts['rejected']} unreadable, of {len(results)} file(s)."
+        )
+        for r in results:
+            if r.status != "new":
+                self.stdout.write(f"  {r.status:<10} {r.name}: {r.message}")
 
     def _gallery(self, slug, owner):
         found = Gallery.objects.filter(slug=slug).select_related("owner").first()

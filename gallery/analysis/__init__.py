@@ -1,0 +1,1 @@
+"""What is derived from an index version besides search: near-duplicate groups (duplicates)."""

@@ -1,0 +1,339 @@
+"""Near-duplicate groups: pairs by hash and by embedding, groups per build, the owner's decisions,
+the trash, look-alikes at upload and the compare-only import."""
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from gallery import services
+from gallery.analysis import duplicates
+from gallery.embedding import imaging
+from gallery.models import DuplicateDecision, DuplicateGroup, GroupingRun, Image, IndexBuild, TrashedImage
+from gallery.search import bands, cache, engine, store
+from tests import imagegen, vectors
+
+# --- Pairs and components ----------------------------------------------------
+
+
+def _brute_hash_pairs(hashes, mirrors, bits):
+    n = len(hashes)
+    out = set()
+    for a in range(n):
+        for b in range(a + 1, n):
+            d = min(
+                imaging.hash_distance(hashes[a], hashes[b]),
+                imaging.hash_distance(mirrors[a], hashes[b]),
+                imaging.hash_distance(hashes[a], mirrors[b]),
+            )
+            if d <= bits:
+                out.add((a, b))
+    return out
+
+
+def test_hash_pairs_are_every_pair_within_the_bits_mirrored_or_not_and_no_other():
+    rng = np.random.default_rng(1)
+    n = 300
+    hashes = rng.integers(1, 1 << 62, n, dtype=np.int64)
+    mirrors = rng.integers(1, 1 << 62, n, dtype=np.int64)
+    for i in range(0, 60, 2):  # planted: 1..5 bits apart, so some fall outside 3
+        flips = rng.choice(63, size=1 + i % 5, replace=False)
+        hashes[i + 1] = hashes[i] ^ int(sum(1 << int(f) for f in flips))
+    hashes[100] = mirrors[101] ^ 0b11  # a mirror image of 101, re-encoded
+    hashes[200] = hashes[201] = imaging.NO_HASH  # flat pictures match nothing
+    found = duplicates.hash_pairs(hashes, mirrors, 3)
+    got = set(zip(found.a.tolist(), found.b.tolist(), strict=True))
+    expected = _brute_hash_pairs(hashes, mirrors, 3) - {(200, 201)}
+    assert got == expected
+    assert (100, 101) in got
+    assert len([p for p in got if p[0] < 60]) == sum(1 + i % 5 <= 3 for i in range(0, 60, 2))
+
+
+def test_a_run_of_one_hash_longer_than_the_window_still_forms_one_group():
+    n = 2000
+    hashes = np.full(n, 12345, dtype=np.int64)
+    found = duplicates.hash_pairs(hashes, hashes, 3)
+    assert len(found) <= n * duplicates.HASH_WINDOW < n * (n - 1) // 2  # never the all-pairs square
+    groups = duplicates.components(n, found)
+    assert len(groups) == 1 and len(groups[0]) == n
+
+
+def test_components_are_the_connected_groups_largest_first():
+    pairs = duplicates.Pairs(np.array([0, 1, 5, 7]), np.array([1, 2, 6, 8]))
+    groups = duplicates.components(10, pairs)
+    assert [g.tolist() for g in groups] == [[0, 1, 2], [5, 6], [7, 8]]
+
+
+def test_decided_pairs_are_left_out():
+    ids = np.array([10, 20, 30, 40], dtype=np.int64)
+    pairs = duplicates.Pairs(np.array([0, 1, 2]), np.array([1, 2, 3]))
+    kept = duplicates.without(pairs, ids, [(30, 20), (99, 10)])
+    assert list(zip(kept.a.tolist(), kept.b.tolist(), strict=True)) == [(0, 1), (2, 3)]
+
+
+# --- Pairs by embedding: the page's rule, applied to every item ---------------
+
+
+def _planted(n=600, copies=40, seed=3, noise=0.02):
+    """Clustered vectors with `copies` of the first items slightly moved (edited copies)."""
+    vecs = vectors.clustered(n, seed=seed, per_cluster=60)
+    rng = np.random.default_rng(seed)
+    moved = vecs[:copies] + rng.normal(0, noise, (copies, vecs.shape[1])).astype(np.float32)
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    return np.concatenate([vecs, moved]).astype(np.float32)
+
+
+@pytest.mark.django_db
+def test_embedding_pairs_find_the_planted_copies_as_an_exact_neighbour_scan_judges_them(tmp_path):
+    vecs = _planted()
+    n = len(vecs)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    built = store.build(1, 1, ids, vecs, seed=0, hashes=np.zeros(n, dtype=np.int64))
+    loaded = cache.load(store.Ref(1, 1, built.checksum, built.n_trees, built.item_count))
+    white = store.read_whitening(1, 1)
+    wv = np.stack([np.asarray(v) for v in loaded.vectors])
+    wv = __import__("gallery.search.projection", fromlist=["whiten"]).whiten(white, wv)
+    planted = 1.0 - np.sum(wv[:40] * wv[600:], axis=1)
+    fitted = bands.Fitted(
+        exact=bands.EXACT_DISTANCE,
+        hash_bits=3,
+        white=float(np.quantile(planted, 0.95)),
+        similar=0.0,
+        related=0.0,
+        cdf_distances=np.array([0.0, 2.0]),
+        cdf_shares=np.array([0.0, 1.0]),
+    )
+    found = duplicates.embedding_pairs(loaded, fitted, n_trees=built.n_trees)
+    got = set(zip(found.a.tolist(), found.b.tolist(), strict=True))
+    # The reference: each item's exact nearest, judged by the same Fitted.near().
+    k = duplicates.NEIGHBOURS_SEARCHED
+    expected = set()
+    for i in range(n):
+        cos = 1.0 - vecs @ vecs[i]
+        cos[i] = np.inf
+        nn = np.argsort(cos, kind="stable")[:k]
+        near = fitted.near(
+            cos[nn][None], hash_distances=np.full((1, k), 64), white_distances=(1.0 - wv[nn] @ wv[i])[None]
+        )[0]
+        expected |= {(min(i, int(j)), max(i, int(j))) for j in nn[near]}
+    planted_pairs = {(i, 600 + i) for i in range(40)}
+    assert len(got & expected) >= 0.98 * len(expected)
+    assert len(got & planted_pairs) >= 0.9 * len(planted_pairs)
+    assert len(got - expected) <= 0.02 * max(1, len(expected))
+
+
+# --- Groups of a gallery, and resolving them ----------------------------------
+
+
+def _rebuild(gallery):
+    gallery.index_dirty = True
+    services.gallery_rebuild_index(gallery_id=gallery.pk)
+    gallery.refresh_from_db()
+    return gallery.current_build()
+
+
+@pytest.fixture
+def dup_gallery(owner):
+    """An indexed gallery whose images carry distinct hashes, with two planted hash families."""
+    gallery, images, vecs, _build = vectors.indexed_gallery(owner, "dups", n=300, seed=5)
+    for image in images:
+        Image.objects.filter(pk=image.pk).update(phash=(image.pk * 0x9E3779B97F4A7C15) % (1 << 62) + 1)
+    base = Image.objects.get(pk=images[0].pk).phash
+    Image.objects.filter(pk=images[1].pk).update(phash=base ^ 0b1, width=800, height=600)  # the biggest picture
+    Image.objects.filter(pk=images[2].pk).update(phash=base ^ 0b110)
+    other = Image.objects.get(pk=images[10].pk).phash
+    Image.objects.filter(pk=images[11].pk).update(phash=other ^ (1 << 50))
+    build = _rebuild(gallery)
+    return gallery, images, build
+
+
+@pytest.mark.django_db
+def test_a_build_is_grouped_once_with_the_largest_picture_suggested_as_keeper(dup_gallery):
+    gallery, images, build = dup_gallery
+    run = services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    assert run.status == GroupingRun.Status.READY and run.item_count == 300
+    groups = list(services.open_groups(gallery=gallery))
+    assert [sorted(m.image_id for m in g.members.all()) for g in groups] == [
+        sorted(i.pk for i in images[:3]),
+        sorted(i.pk for i in images[10:12]),
+    ]
+    assert groups[0].keeper_id == images[1].pk
+    keeper_row = groups[0].members.get(image_id=images[1].pk)
+    assert keeper_row.distance == 0 and keeper_row.hash_bits == 0
+    assert services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk) == run  # safe to run twice
+    assert GroupingRun.objects.filter(build=build).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_superseded_build_is_not_grouped(dup_gallery):
+    gallery, _images, build = dup_gallery
+    newer = _rebuild(gallery)
+    assert services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk) is None
+    assert services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=newer.pk).group_count == 2
+
+
+@pytest.mark.django_db
+def test_trashing_the_others_keeps_the_chosen_image_and_the_trash_restores_them(owner, dup_gallery):
+    gallery, images, build = dup_gallery
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    group = services.open_groups(gallery=gallery).first()
+    assert services.group_resolve(group=group, actor=owner, action="trash_others", keeper_id=images[2].pk) == 2
+    assert not Image.objects.filter(pk__in=[images[0].pk, images[1].pk]).exists()
+    assert Image.objects.filter(pk=images[2].pk).exists()
+    trashed = TrashedImage.objects.filter(gallery=gallery)
+    assert trashed.count() == 2 and all("Duplicate of" in t.reason for t in trashed)
+    assert services.open_groups(gallery=gallery).count() == 1
+    # Gone from search at once (before any rebuild), back after a restore, embedding reused.
+    hits = engine.search_vector(user=owner, gallery=gallery, vector=Image.objects.get(pk=images[2].pk).vector, k=5)
+    assert images[0].pk not in [m.image.pk for m in hits]
+    restored = services.trash_restore(item=trashed.get(original_id=images[0].pk))
+    assert restored.image is not None and restored.image.embedding_state == "ready"
+    assert restored.image.original_name == images[0].original_name
+    hits = engine.search_vector(user=owner, gallery=gallery, vector=restored.image.vector, k=3)
+    assert hits[0].image.pk == restored.image.pk
+
+
+@pytest.mark.django_db
+def test_not_duplicates_is_remembered_across_builds_but_a_new_look_alike_still_groups(owner, dup_gallery):
+    gallery, images, build = dup_gallery
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    group = services.open_groups(gallery=gallery).first()
+    services.group_resolve(group=group, actor=owner, action="not_duplicates")
+    assert DuplicateDecision.objects.filter(gallery=gallery).count() == 3  # every pair of the three
+    newer = _rebuild(gallery)
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=newer.pk)
+    assert [g.size for g in services.open_groups(gallery=gallery)] == [2]  # only the other family
+    (extra,) = vectors.add_images(gallery, np.zeros((1, vectors.DIM), dtype=np.float32) + 1 / np.sqrt(vectors.DIM))
+    Image.objects.filter(pk=extra.pk).update(phash=Image.objects.get(pk=images[0].pk).phash)
+    latest = _rebuild(gallery)
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=latest.pk)
+    sizes = {g.size: sorted(m.image_id for m in g.members.all()) for g in services.open_groups(gallery=gallery)}
+    assert sizes[4] == sorted([extra.pk] + [i.pk for i in images[:3]])  # the new one joins all three
+
+
+@pytest.mark.django_db
+def test_resolve_all_and_bad_resolutions(owner, dup_gallery):
+    gallery, images, build = dup_gallery
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    group = services.open_groups(gallery=gallery).first()
+    with pytest.raises(services.ResolveError, match="one of the group"):
+        services.group_resolve(group=group, actor=owner, action="trash_others", keeper_id=images[50].pk)
+    with pytest.raises(services.ResolveError, match="Unknown action"):
+        services.group_resolve(group=group, actor=owner, action="burn")
+    assert services.groups_resolve_all(gallery=gallery, actor=owner, action="trash_others") == (2, 3)
+    assert Image.objects.filter(pk__in=[images[1].pk, images[10].pk]).count() == 2
+    assert not DuplicateGroup.objects.filter(gallery=gallery).exists()
+
+
+@pytest.mark.django_db
+def test_the_beat_sweep_queues_the_grouping_a_build_missed(dup_gallery, monkeypatch):
+    from gallery import jobs, tasks
+
+    gallery, _images, build = dup_gallery
+    sent = []
+    monkeypatch.setattr(jobs, "publish_find_duplicates", lambda g, b: sent.append((g, b)) or True)
+    tasks.rebuild_stale_indexes()
+    assert sent == [(gallery.pk, build.pk)]
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    sent.clear()
+    tasks.rebuild_stale_indexes()
+    assert sent == []
+
+
+@pytest.mark.django_db
+def test_expired_trash_is_purged_with_its_files(owner, dup_gallery):
+    from datetime import timedelta
+
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    gallery, images, _build = dup_gallery
+    default_storage.save(images[5].file.name, __import__("io").BytesIO(b"x"))
+    services.images_trash(images=[Image.objects.get(pk=images[5].pk)], actor=owner)
+    assert default_storage.exists(images[5].file.name)  # kept while restorable
+    assert services.trash_purge_expired() == 0
+    later = timezone.now() + timedelta(days=31)
+    with __import__("django.test", fromlist=["x"]).TestCase.captureOnCommitCallbacks(execute=True):
+        assert services.trash_purge_expired(now=later) == 1
+    assert not default_storage.exists(images[5].file.name)
+
+
+# --- Look-alikes at upload, compare, import ----------------------------------
+
+
+def _jpeg(label, i, size=None, mirror=False):
+    import io
+
+    from PIL import ImageOps
+
+    img = imagegen.photo(label, i)
+    if size:
+        img = img.resize(size)
+    if mirror:
+        img = ImageOps.mirror(img)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_upload_that_looks_like_an_image_says_which_and_keep_or_skip_is_remembered(owner):
+    gallery = services.gallery_create(owner=owner, title="Uploads")
+    first = services.image_create(gallery=gallery, uploader=owner, data=_jpeg("beach", 1), name="beach.jpg")
+    assert first.status == "added" and first.looks_like is None
+    second = services.image_create(
+        gallery=gallery, uploader=owner, data=_jpeg("horses", 2), name="horses.jpg", lookup=services.HashLookup(gallery)
+    )
+    assert second.looks_like is None
+    lookup = services.HashLookup(gallery)
+    resized = services.image_create(
+        gallery=gallery, uploader=owner, data=_jpeg("beach", 1, size=(200, 150)), name="small.jpg", lookup=lookup
+    )
+    assert resized.status == "added" and resized.looks_like.image.pk == first.image.pk
+    assert resized.message.startswith("Looks like “beach.jpg” (distance ")
+    assert resized.as_dict()["looks_like"]["id"] == first.image.pk
+    flipped = services.image_create(
+        gallery=gallery, uploader=owner, data=_jpeg("beach", 1, mirror=True), name="flip.jpg", lookup=lookup
+    )
+    assert flipped.looks_like is not None  # a mirror image, and the batch's own files count too
+    services.upload_keep(image=resized.image, like=first.image, actor=owner)
+    assert DuplicateDecision.objects.get(gallery=gallery).kind == "keep"
+    services.upload_skip(image=flipped.image, like=first.image, actor=owner)
+    assert TrashedImage.objects.get(gallery=gallery).reason.startswith("Skipped at upload: looked like")
+
+
+@pytest.mark.django_db
+def test_compare_adds_nothing_and_tells_copies_look_alikes_new_and_unreadable(owner):
+    gallery = services.gallery_create(owner=owner, title="Compare")
+    data = _jpeg("food", 4)
+    services.image_create(gallery=gallery, uploader=owner, data=data, name="food.jpg")
+    got = services.files_compare(
+        gallery=gallery,
+        files=[("same.jpg", data), ("smaller.jpg", _jpeg("food", 4, size=(150, 100))), ("other.jpg", _jpeg("flowers", 7)), ("bad.jpg", b"nope")],
+        max_pixels=10**8,
+    )
+    assert [c.status for c in got] == ["copy", "looks_like", "new", "rejected"]
+    assert got[1].image.original_name == "food.jpg" and got[1].bits <= bands.HASH_BITS
+    assert Image.objects.filter(gallery=gallery).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_import_summary_lists_look_alikes_and_compare_adds_nothing(owner, tmp_path):
+    gallery = services.gallery_create(owner=owner, title="Imp")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(_jpeg("beach", 3))
+    (folder / "b.jpg").write_bytes(_jpeg("beach", 3, size=(180, 120)))
+    (folder / "c.jpg").write_bytes(_jpeg("dinosaurs", 5))
+    out = __import__("io").StringIO()
+    call_command("import_images", str(folder), gallery=gallery.slug, no_progress=True, stdout=out)
+    text = out.getvalue()
+    assert "3 added" in text
+    assert "1 added file(s) look like images already in the gallery" in text
+    assert "b.jpg looks like “a.jpg”" in text
+    (folder / "d.jpg").write_bytes(_jpeg("dinosaurs", 5, mirror=True))
+    out = __import__("io").StringIO()
+    call_command("import_images", str(folder), gallery=gallery.slug, no_progress=True, compare=True, stdout=out)
+    text = out.getvalue()
+    assert "nothing added: 0 new, 1 look-alike(s), 3 already in it" in text
+    assert "looks_like d.jpg: Looks like “c.jpg”" in text
+    assert Image.objects.filter(gallery=gallery).count() == 3
