@@ -8,6 +8,14 @@ api_urlpatterns = [
     path("galleries/<slug:slug>/search", api.search_gallery, name="api_search"),
     path("galleries/<slug:slug>/status", api.status, name="api_status"),
     path("galleries/<slug:slug>/images", api.upload, name="api_upload"),
+    path("galleries/<slug:slug>/duplicates", api.duplicates, name="api_duplicates"),
+    path("galleries/<slug:slug>/duplicates/resolve", api.duplicates_resolve_all, name="api_duplicates_resolve_all"),
+    path(
+        "galleries/<slug:slug>/duplicates/<int:group_id>/resolve", api.duplicates_resolve, name="api_duplicates_resolve"
+    ),
+    path("galleries/<slug:slug>/compare", api.compare, name="api_compare"),
+    path("images/<int:pk>/keep", api.image_keep, name="api_image_keep"),
+    path("images/<int:pk>/skip", api.image_skip, name="api_image_skip"),
 ]
 
 urlpatterns = [

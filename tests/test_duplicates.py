@@ -8,7 +8,7 @@ from django.core.management import call_command
 from gallery import services
 from gallery.analysis import duplicates
 from gallery.embedding import imaging
-from gallery.models import DuplicateDecision, DuplicateGroup, GroupingRun, Image, IndexBuild, TrashedImage
+from gallery.models import DuplicateDecision, DuplicateGroup, GroupingRun, Image, TrashedImage
 from gallery.search import bands, cache, engine, store
 from tests import imagegen, vectors
 
@@ -308,7 +308,12 @@ def test_compare_adds_nothing_and_tells_copies_look_alikes_new_and_unreadable(ow
     services.image_create(gallery=gallery, uploader=owner, data=data, name="food.jpg")
     got = services.files_compare(
         gallery=gallery,
-        files=[("same.jpg", data), ("smaller.jpg", _jpeg("food", 4, size=(150, 100))), ("other.jpg", _jpeg("flowers", 7)), ("bad.jpg", b"nope")],
+        files=[
+            ("same.jpg", data),
+            ("smaller.jpg", _jpeg("food", 4, size=(150, 100))),
+            ("other.jpg", _jpeg("flowers", 7)),
+            ("bad.jpg", b"nope"),
+        ],
         max_pixels=10**8,
     )
     assert [c.status for c in got] == ["copy", "looks_like", "new", "rejected"]
@@ -337,3 +342,146 @@ def test_the_import_summary_lists_look_alikes_and_compare_adds_nothing(owner, tm
     assert "nothing added: 0 new, 1 look-alike(s), 3 already in it" in text
     assert "looks_like d.jpg: Looks like “c.jpg”" in text
     assert Image.objects.filter(gallery=gallery).count() == 3
+
+
+# --- Pages and API: the owner's alone ----------------------------------------
+
+
+@pytest.fixture
+def grouped(dup_gallery):
+    gallery, images, build = dup_gallery
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    return gallery, images
+
+
+@pytest.mark.django_db
+def test_strangers_get_404_on_every_duplicate_and_trash_page_and_endpoint(client, grouped, other, staff):
+    from django.urls import reverse
+
+    gallery, images = grouped
+    group = services.open_groups(gallery=gallery).first()
+    gets = [
+        reverse(name, args=[gallery.slug])
+        for name in (
+            "gallery_duplicates",
+            "gallery_duplicates_csv",
+            "gallery_duplicates_json",
+            "gallery_trash",
+            "gallery_compare",
+            "api_duplicates",
+        )
+    ]
+    posts = [
+        reverse("gallery_duplicates_resolve", args=[gallery.slug, group.pk]),
+        reverse("gallery_duplicates_resolve_all", args=[gallery.slug]),
+        reverse("api_duplicates_resolve", args=[gallery.slug, group.pk]),
+        reverse("api_duplicates_resolve_all", args=[gallery.slug]),
+        reverse("api_compare", args=[gallery.slug]),
+        reverse("image_upload_skip", args=[images[0].pk]),
+        reverse("api_image_skip", args=[images[0].pk]),
+        reverse("gallery_trash_purge", args=[gallery.slug]),
+    ]
+    for user in (other, staff):
+        client.force_login(user)
+        for url in gets:
+            assert client.get(url).status_code == 404, url
+        for url in posts:
+            assert client.post(url, {"action": "trash_others", "all": "1", "like": images[1].pk}).status_code == 404, (
+                url
+            )
+    assert Image.objects.filter(pk__in=[i.pk for i in images[:3]]).count() == 3
+    assert services.open_groups(gallery=gallery).count() == 2
+
+
+@pytest.mark.django_db
+def test_the_review_page_shows_groups_and_resolving_one_trashes_the_others(client, owner, grouped):
+    from django.urls import reverse
+
+    gallery, images = grouped
+    client.force_login(owner)
+    page = client.get(reverse("gallery_duplicates", args=[gallery.slug]))
+    html = page.content.decode()
+    assert "2 groups to review" in html
+    assert html.count('class="dup-group panel"') == 2
+    assert "800 × 600 px" in html and "suggested" in html
+    group = services.open_groups(gallery=gallery).first()
+    response = client.post(
+        reverse("gallery_duplicates_resolve", args=[gallery.slug, group.pk]),
+        {"action": "trash_others", "keeper": images[0].pk},
+        follow=True,
+    )
+    assert "1 group resolved: 2 images moved to the trash." in response.content.decode()
+    assert set(TrashedImage.objects.values_list("original_id", flat=True)) == {images[1].pk, images[2].pk}
+    trash = client.get(reverse("gallery_trash", args=[gallery.slug])).content.decode()
+    assert "2 images" in trash and "Duplicate of" in trash
+    item = TrashedImage.objects.first()
+    assert client.get(reverse("gallery_trash_thumb", args=[gallery.slug, item.pk])).status_code in (200, 404)
+    client.post(reverse("gallery_trash_restore", args=[gallery.slug]), {"item": [item.pk]})
+    assert TrashedImage.objects.count() == 1
+    assert Image.objects.filter(gallery=gallery, original_name=item.original_name).exists()
+
+
+@pytest.mark.django_db
+def test_exports_list_every_member_with_its_keeper_and_the_api_resolves(client, owner, grouped):
+    import csv
+    import io
+
+    from django.urls import reverse
+
+    gallery, images = grouped
+    client.force_login(owner)
+    rows = list(
+        csv.DictReader(io.StringIO(client.get(reverse("gallery_duplicates_csv", args=[gallery.slug])).content.decode()))
+    )
+    assert len(rows) == 5
+    keepers = [r for r in rows if r["keeper"] == "True"]
+    assert len(keepers) == 2 and str(images[1].pk) in {r["image_id"] for r in keepers}
+    data = client.get(reverse("gallery_duplicates_json", args=[gallery.slug])).json()
+    assert [len(g["members"]) for g in data["groups"]] == [3, 2]
+    api = client.get(reverse("api_duplicates", args=[gallery.slug])).json()
+    assert api["count"] == 2 and api["run"]["images_compared"] == 300
+    assert {g["id"] for g in api["groups"]} == {g["id"] for g in data["groups"]}
+    group_id = api["groups"][1]["id"]
+    bad = client.post(reverse("api_duplicates_resolve", args=[gallery.slug, group_id]), {"action": "explode"})
+    assert bad.status_code == 400 and "Unknown action" in bad.json()["error"]
+    ok = client.post(reverse("api_duplicates_resolve", args=[gallery.slug, group_id]), {"action": "keep_all"})
+    assert ok.json()["resolved"] == 1
+    assert client.get(reverse("api_duplicates", args=[gallery.slug])).json()["count"] == 1
+    gone = client.post(reverse("api_duplicates_resolve", args=[gallery.slug, group_id]), {"action": "keep_all"})
+    assert gone.status_code == 404
+
+
+@pytest.mark.django_db
+def test_upload_response_names_the_look_alike_and_keep_skip_answer_json(client, owner):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    gallery = services.gallery_create(owner=owner, title="Up")
+    client.force_login(owner)
+    first = client.post(
+        reverse("gallery_upload", args=[gallery.slug]),
+        {"images": [SimpleUploadedFile("a.jpg", _jpeg("beach", 2), "image/jpeg")]},
+        HTTP_ACCEPT="application/json",
+    ).json()["results"][0]
+    second = client.post(
+        reverse("gallery_upload", args=[gallery.slug]),
+        {"images": [SimpleUploadedFile("b.jpg", _jpeg("beach", 2, size=(160, 120)), "image/jpeg")]},
+        HTTP_ACCEPT="application/json",
+    ).json()["results"][0]
+    assert second["status"] == "added" and second["looks_like"]["id"] == first["id"]
+    assert second["message"].startswith("Looks like “a.jpg”")
+    keep = client.post(reverse("image_upload_keep", args=[second["id"]]), {"like": first["id"]})
+    assert keep.status_code == 200 and DuplicateDecision.objects.filter(kind="keep").count() == 1
+    skip = client.post(reverse("api_image_skip", args=[second["id"]]), {"like": first["id"]})
+    assert skip.json()["skipped"] == second["id"]
+    assert not Image.objects.filter(pk=second["id"]).exists()
+    compare = client.post(
+        reverse("api_compare", args=[gallery.slug]),
+        {"images": [SimpleUploadedFile("c.jpg", _jpeg("beach", 2, size=(170, 110)), "image/jpeg")]},
+    ).json()["results"]
+    assert compare[0]["status"] == "looks_like" and compare[0]["image"]["id"] == first["id"]
+    page = client.post(
+        reverse("gallery_compare", args=[gallery.slug]),
+        {"images": [SimpleUploadedFile("c.jpg", _jpeg("beach", 2, size=(170, 110)), "image/jpeg")]},
+    ).content.decode()
+    assert "Looks like" in page and "a.jpg" in page

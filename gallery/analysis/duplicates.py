@@ -259,4 +259,3 @@ def find(
         seconds,
     )
     return Found(pairs, groups, seconds)
-

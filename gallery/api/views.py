@@ -4,6 +4,8 @@ Authenticate with the session (and its CSRF token for POST) or HTTP Basic
 (`curl -u user:password`), which needs no CSRF token (gallery.api.auth).
 """
 
+from django.conf import settings
+from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -11,7 +13,9 @@ from gallery import search, selectors, services
 from gallery.api.auth import api_view
 from gallery.api.schemas import outside_search_json, results_json
 from gallery.forms import SearchControlsForm
+from gallery.models import DuplicateGroup
 from gallery.services import outside_queries
+from gallery.views import duplicates as dup_views
 from gallery.views.common import QueryImageError, embed_query_file, outside_results_url, query_error_status
 
 
@@ -96,3 +100,94 @@ def upload(request, slug):
         return JsonResponse({"error": "Send one or more files as the multipart field 'images'."}, status=400)
     results = services.images_upload(gallery=gallery, uploader=request.user, files=files)
     return JsonResponse({"results": [r.as_dict() for r in results]})
+
+
+# --- Near-duplicates, compare, look-alikes at upload: the owner's, as on the pages ---
+
+API_GROUPS_PER_PAGE = 100
+
+
+@api_view
+@require_GET
+def duplicates(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    state = dup_views.grouping_state(gallery)
+    run = state["run"]
+    groups = dup_views.groups_json(request, gallery)
+    page = Paginator(groups, API_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
+    return JsonResponse(
+        {
+            "gallery": gallery.slug,
+            "run": None
+            if run is None
+            else {
+                "index_version": run.build.version,
+                "status": run.status,
+                "images_compared": run.item_count,
+                "seconds": round(run.duration_seconds, 2),
+                "error": run.error,
+            },
+            "pending": state["pending"],
+            "count": page.paginator.count,
+            "page": page.number,
+            "pages": page.paginator.num_pages,
+            "groups": list(page.object_list),
+        }
+    )
+
+
+@api_view
+@require_POST
+def duplicates_resolve(request, slug, group_id):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    group = DuplicateGroup.objects.filter(pk=group_id, gallery=gallery).first()
+    if group is None:
+        return JsonResponse({"error": "No such group (already resolved?)."}, status=404)
+    keeper = request.POST.get("keeper", "")
+    action = request.POST.get("action", "")
+    try:
+        trashed = services.group_resolve(
+            group=group, actor=request.user, action=action, keeper_id=int(keeper) if keeper.isdigit() else None
+        )
+    except services.ResolveError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"resolved": 1, "trashed": trashed, "message": dup_views.resolved_message(action, 1, trashed)})
+
+
+@api_view
+@require_POST
+def duplicates_resolve_all(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    action = request.POST.get("action", "")
+    try:
+        groups, trashed = services.groups_resolve_all(gallery=gallery, actor=request.user, action=action)
+    except services.ResolveError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(
+        {"resolved": groups, "trashed": trashed, "message": dup_views.resolved_message(action, groups, trashed)}
+    )
+
+
+@api_view
+@require_POST
+def compare(request, slug):
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    files = request.FILES.getlist("images")
+    if not files:
+        return JsonResponse({"error": "Send one or more files as the multipart field 'images'."}, status=400)
+    if len(files) > settings.IMAGESEARCH_MAX_FILES_PER_REQUEST:
+        limit = settings.IMAGESEARCH_MAX_FILES_PER_REQUEST
+        return JsonResponse({"error": f"Too many files at once (limit {limit})."}, status=400)
+    return JsonResponse({"results": [r.as_dict() for r in dup_views.compare_files(gallery, files)]})
+
+
+@api_view
+@require_POST
+def image_keep(request, pk):
+    return dup_views.keep_response(request, pk)
+
+
+@api_view
+@require_POST
+def image_skip(request, pk):
+    return dup_views.skip_response(request, pk)

@@ -2,6 +2,7 @@
 
 from gallery.models.builds import GroupingRun, IndexBuild
 from gallery.models.galleries import Gallery, GalleryQuerySet, Visibility
+from gallery.models.groups import DuplicateDecision, DuplicateGroup, DuplicateGroupMember
 from gallery.models.images import (
     EmbeddingState,
     Image,
@@ -10,7 +11,6 @@ from gallery.models.images import (
     image_upload_to,
     thumbnail_upload_to,
 )
-from gallery.models.groups import DuplicateDecision, DuplicateGroup, DuplicateGroupMember
 from gallery.models.moderation import ModerationEvent, ModerationState
 from gallery.models.notices import SystemNotice
 from gallery.models.probes import CopyProbe

@@ -5,13 +5,6 @@ queued through gallery.jobs on commit, so a worker never sees a row that was
 rolled back.
 """
 
-from gallery.services.galleries import (
-    delete_files,
-    gallery_create,
-    gallery_delete,
-    gallery_rebuild_request,
-    gallery_update,
-)
 from gallery.services.duplicates import (
     ACTIONS,
     Comparison,
@@ -27,10 +20,24 @@ from gallery.services.duplicates import (
     upload_keep,
     upload_skip,
 )
+from gallery.services.galleries import (
+    delete_files,
+    gallery_create,
+    gallery_delete,
+    gallery_rebuild_request,
+    gallery_update,
+)
 from gallery.services.indexing import gallery_rebuild_index, index_is_stale
 from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
 from gallery.services.probes import gallery_probe_copies, probes_wanted
-from gallery.services.trash import Restored, images_trash, trash_expires_at, trash_purge, trash_purge_expired, trash_restore
+from gallery.services.trash import (
+    Restored,
+    images_trash,
+    trash_expires_at,
+    trash_purge,
+    trash_purge_expired,
+    trash_restore,
+)
 from gallery.services.uploads import (
     UploadError,
     UploadResult,

@@ -60,7 +60,7 @@ def _mirror_hashes(gallery_id: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[n
     for pk, mirror in rows.iterator(chunk_size=5000):
         at = int(np.searchsorted(ids, pk))
         if at < len(ids) and ids[at] == pk:
-            mirrors[at] = mirror
+            mirrors[at] = imaging.NO_HASH if mirror is None else mirror
     return mirrors
 
 
@@ -288,7 +288,7 @@ class HashLookup:
         hashes: list[int] = []
         for pk, phash in rows.iterator(chunk_size=5000):
             pks.append(pk)
-            hashes.append(phash)
+            hashes.append(imaging.NO_HASH if phash is None else phash)
         self.pks = np.asarray(pks, dtype=np.int64)
         self.hashes = np.asarray(hashes, dtype=np.int64)
         self.bits = bands.HASH_BITS
@@ -320,7 +320,6 @@ def upload_skip(*, image: Image, like: Image | None, actor: User | None) -> None
     """The owner skips an upload that looked like `like`: it goes to the trash."""
     reason = f"Skipped at upload: looked like “{like.original_name}”" if like else "Skipped at upload"
     images_trash(images=[image], actor=actor, reason=reason)
-
 
 
 @dataclass(frozen=True)

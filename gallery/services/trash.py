@@ -105,7 +105,9 @@ def trash_restore(*, item: TrashedImage) -> Restored:
     except IntegrityError:
         existing = Image.objects.filter(gallery_id=item.gallery_id, sha256=item.sha256).first()
         where = f"“{existing.original_name}”" if existing else "another image"
-        return Restored(item, None, f"“{item.original_name}” is already in this gallery as {where}; it stays in the trash.")
+        return Restored(
+            item, None, f"“{item.original_name}” is already in this gallery as {where}; it stays in the trash."
+        )
     return Restored(item, image)
 
 

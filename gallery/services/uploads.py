@@ -164,9 +164,7 @@ def images_upload(*, gallery: Gallery, uploader: User | None, files: Sequence[Up
             continue
         data = upload.read()
         try:
-            results.append(
-                image_create(gallery=gallery, uploader=uploader, data=data, name=upload.name, lookup=lookup)
-            )
+            results.append(image_create(gallery=gallery, uploader=uploader, data=data, name=upload.name, lookup=lookup))
         except UploadError as exc:
             results.append(UploadResult(clean_filename(upload.name), "rejected", str(exc)))
     return results

@@ -24,7 +24,19 @@ from gallery.views.media import _serve
 
 GROUPS_PER_PAGE = 12
 TRASH_PER_PAGE = 48
-EXPORT_FIELDS = ("group", "keeper", "image_id", "name", "width", "height", "bytes", "uploaded", "distance", "hash_bits", "url")
+EXPORT_FIELDS = (
+    "group",
+    "keeper",
+    "image_id",
+    "name",
+    "width",
+    "height",
+    "bytes",
+    "uploaded",
+    "distance",
+    "hash_bits",
+    "url",
+)
 
 
 def groups_page(gallery, number):
@@ -219,9 +231,8 @@ def _upload_pair(request, pk):
     return image, like
 
 
-@login_required
-@require_POST
-def upload_keep(request, pk):
+def keep_response(request, pk):
+    """Keep an upload that looked like `like` (POST field): JSON, for the upload list and the API."""
     image, like = _upload_pair(request, pk)
     if like is None:
         return JsonResponse({"error": "Name the image it looked like as 'like'."}, status=400)
@@ -229,13 +240,16 @@ def upload_keep(request, pk):
     return JsonResponse({"kept": image.pk, "message": f"Kept “{image.original_name}” beside “{like.original_name}”."})
 
 
-@login_required
-@require_POST
-def upload_skip(request, pk):
+def skip_response(request, pk):
+    """Skip (trash) an upload that looked like `like`: JSON, for the upload list and the API."""
     image, like = _upload_pair(request, pk)
-    services.upload_skip(image=image, like=like, actor=request.user)
+    services.upload_skip(image=image, like=like, actor=request.user)  # deletes the row: its pk is now None
     trash = reverse("gallery_trash", args=[image.gallery.slug])
-    return JsonResponse({"skipped": image.pk, "message": f"“{image.original_name}” moved to the trash.", "trash": trash})
+    return JsonResponse({"skipped": pk, "message": f"“{image.original_name}” moved to the trash.", "trash": trash})
+
+
+upload_keep = login_required(require_POST(keep_response))
+upload_skip = login_required(require_POST(skip_response))
 
 
 # --- The trash ---------------------------------------------------------------

@@ -10,9 +10,9 @@ whether it is already in the gallery, looks like one of its images, or is new.
 
 import hashlib
 import os
-from collections import Counter
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from django.conf import settings
@@ -128,7 +128,9 @@ class Command(BaseCommand):
                 f"{reverse('gallery_duplicates', args=[gallery.slug])} once the index is rebuilt:"
             )
             for shown, like in alike[:SHOW_REJECTED]:
-                self.stdout.write(f"  {shown} looks like “{like.image.original_name}” (distance {like.bits} of 63 hash bits)")
+                self.stdout.write(
+                    f"  {shown} looks like “{like.image.original_name}” (distance {like.bits} of 63 hash bits)"
+                )
             if len(alike) > SHOW_REJECTED:
                 self.stdout.write(f"  ... and {len(alike) - SHOW_REJECTED} more.")
         if added:
