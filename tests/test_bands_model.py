@@ -55,3 +55,25 @@ def test_edited_copies_land_in_the_near_duplicate_band_and_nothing_else_does(own
     assert got["recall"] >= 0.9, got
     # What the bands add: a plain cosine cut that keeps 99 % precision finds fewer copies.
     assert got["recall"] > got["baseline"], got
+    # The groups of the same build: each family together, crops and rotations (which the hashes
+    # miss) found by the embedding, and no photo of another subject pulled in.
+    run = services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    group_of = {m.image_id: m.group_id for g in services.open_groups(gallery=gallery) for m in g.members.all()}
+    in_family = {pk: original for original, family in families.items() for pk in [original, *family.values()]}
+    copies_grouped = [
+        pk
+        for original, family in families.items()
+        for pk in family.values()
+        if group_of.get(pk) == group_of.get(original)
+    ]
+    assert len(copies_grouped) >= 0.9 * sum(len(f) for f in families.values()), run
+    by_hash_only = {
+        m.image_id for g in services.open_groups(gallery=gallery) for m in g.members.all() if m.hash_bits <= 3
+    }
+    assert set(copies_grouped) - by_hash_only, "no copy was grouped by its embedding alone"
+    strays = [pk for pk in group_of if pk not in in_family]
+    assert len(strays) <= 0.01 * len(images), [images[pk].original_name for pk in strays]
+    groups = {}
+    for pk, group in group_of.items():
+        groups.setdefault(group, set()).add(in_family.get(pk))
+    assert all(len(originals - {None}) <= 1 for originals in groups.values())  # never two subjects in one group

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from gallery.models import EmbeddingState, Gallery, Image, IndexBuild
+from gallery.models import DuplicateGroup, EmbeddingState, Gallery, GroupingRun, Image, IndexBuild
 from tests import imagegen, live
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -32,6 +32,7 @@ def test_uploads_are_embedded_indexed_and_near_duplicates_found_first(client, ow
     assert response.status_code == 200
     assert [results[f"scene-{s}.jpg"]["status"] for s in range(6)] == ["added"] * 6
     assert results["scene-3-copy.jpg"]["status"] == "added"
+    assert results["scene-3-copy.jpg"]["looks_like"]["name"] == "scene-3.jpg"  # told at upload, by its hash
     assert results["notes.jpg"]["status"] == "rejected"
     assert "not an image" in results["notes.jpg"]["message"]
     assert Image.objects.filter(gallery=gallery).count() == 7
@@ -49,6 +50,20 @@ def test_uploads_are_embedded_indexed_and_near_duplicates_found_first(client, ow
             message="an index build with 7 items",
             worker=worker,
         )
+        # The index worker groups the build's near-duplicates next.
+        run = live.wait_for(
+            lambda: GroupingRun.objects.filter(gallery=gallery, build__item_count=7).first(),
+            timeout=60,
+            message="the near-duplicate groups of the build",
+            worker=worker,
+        )
+    assert run.status == "ready" and run.group_count == 1
+    (group,) = DuplicateGroup.objects.filter(gallery=gallery)
+    assert sorted(m.image.original_name for m in group.members.select_related("image")) == [
+        "scene-3-copy.jpg",
+        "scene-3.jpg",
+    ]
+    assert group.keeper.original_name == "scene-3.jpg"  # the larger picture
     assert (tmp_path / "index" / str(gallery.pk) / f"v{build.version:06d}.ann").is_file()
     vectors = [img.vector for img in Image.objects.filter(gallery=gallery)]
     assert all(v.shape == (512,) and abs(float((v * v).sum()) - 1.0) < 1e-4 for v in vectors)
