@@ -473,8 +473,12 @@ def test_upload_response_names_the_look_alike_and_keep_skip_answer_json(client, 
     keep = client.post(reverse("image_upload_keep", args=[second["id"]]), {"like": first["id"]})
     assert keep.status_code == 200 and DuplicateDecision.objects.filter(kind="keep").count() == 1
     skip = client.post(reverse("api_image_skip", args=[second["id"]]), {"like": first["id"]})
-    assert skip.json()["skipped"] == second["id"]
     assert not Image.objects.filter(pk=second["id"]).exists()
+    assert skip.json()["skipped"] == second["id"]
+    # Keeping a file whose look-alike has gone meanwhile records nothing and says so plainly.
+    kept = client.post(reverse("api_image_keep", args=[first["id"]]), {"like": second["id"]})
+    assert kept.status_code == 200 and kept.json()["message"] == "Kept “a.jpg”."
+    assert DuplicateDecision.objects.count() == 0  # the kept pair went with the file skipped since
     compare = client.post(
         reverse("api_compare", args=[gallery.slug]),
         {"images": [SimpleUploadedFile("c.jpg", _jpeg("beach", 2, size=(170, 110)), "image/jpeg")]},
@@ -485,3 +489,15 @@ def test_upload_response_names_the_look_alike_and_keep_skip_answer_json(client, 
         {"images": [SimpleUploadedFile("c.jpg", _jpeg("beach", 2, size=(170, 110)), "image/jpeg")]},
     ).content.decode()
     assert "Looks like" in page and "a.jpg" in page
+
+
+@pytest.mark.django_db
+def test_the_admin_build_page_shows_its_groups(client, staff, grouped):
+    from django.urls import reverse
+
+    gallery, _images = grouped
+    client.force_login(staff)
+    build = gallery.current_build()
+    html = client.get(reverse("admin:gallery_indexbuild_change", args=[build.pk])).content.decode()
+    assert "Near-duplicate groups" in html
+    assert "2 group(s) of 5 image(s)" in html

@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from gallery import selectors, services
-from gallery.models import EmbeddingState, IndexBuild, ModerationState
+from gallery.models import EmbeddingState, GroupingRun, IndexBuild, ModerationState
 
 
 def _count_column(name, description):
@@ -220,6 +220,7 @@ class IndexBuildAdmin(admin.ModelAdmin):
         "recall_measured",
         "calibrated_in",
         "bands_fitted",
+        "duplicate_groups",
         *(f.name for f in IndexBuild._meta.fields),
     ]
 
@@ -230,7 +231,20 @@ class IndexBuildAdmin(admin.ModelAdmin):
             (None, {"fields": rest}),
             ("Calibration", {"fields": CALIBRATION_FIELDS}),
             ("Similarity bands", {"fields": BAND_FIELDS}),
+            ("Near-duplicate groups", {"fields": ("duplicate_groups",)}),
         ]
+
+    @admin.display(description="Groups")
+    def duplicate_groups(self, obj):
+        run = GroupingRun.objects.filter(build=obj).first()
+        if run is None:
+            return "not grouped (yet)" if obj.status == IndexBuild.Status.READY else "—"
+        if run.status == GroupingRun.Status.FAILED:
+            return f"failed: {run.error}"
+        return (
+            f"{run.group_count} group(s) of {run.grouped_images} image(s) from {run.pair_count} pair(s), "
+            f"{run.item_count} images compared in {run.duration_seconds:.1f} s"
+        )
 
     @admin.display(description="Search", ordering="exact")
     def mode(self, obj):

@@ -234,8 +234,8 @@ def _upload_pair(request, pk):
 def keep_response(request, pk):
     """Keep an upload that looked like `like` (POST field): JSON, for the upload list and the API."""
     image, like = _upload_pair(request, pk)
-    if like is None:
-        return JsonResponse({"error": "Name the image it looked like as 'like'."}, status=400)
+    if like is None:  # the look-alike was skipped or deleted meanwhile: nothing left to tell apart
+        return JsonResponse({"kept": image.pk, "message": f"Kept “{image.original_name}”."})
     services.upload_keep(image=image, like=like, actor=request.user)
     return JsonResponse({"kept": image.pk, "message": f"Kept “{image.original_name}” beside “{like.original_name}”."})
 

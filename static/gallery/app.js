@@ -143,7 +143,11 @@
           .then(function (j) {
             box.textContent = j.message;
             item.li.classList.add(pair[0] === "keep" ? "kept" : "skipped");
-            if (pair[0] === "skip") status.kick();
+            if (pair[0] === "skip") {
+              var card = document.querySelector('#grid [data-image-id="' + r.id + '"]');
+              if (card) card.remove();
+              status.kick();
+            }
           })
           .catch(function (err) {
             box.querySelectorAll("button").forEach(function (x) { x.disabled = false; });
