@@ -8,7 +8,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from gallery import access, embedding, vectors
-from gallery.models import EmbeddingState, Gallery, Image, ModerationState, Visibility
+from gallery.models import DuplicateGroup, EmbeddingState, Gallery, Image, ModerationState, Visibility
 from gallery.search import Match, reads
 
 
@@ -151,12 +151,29 @@ def rejected_neighbours(*, image, k=5):
             embedding_version=image.embedding_version,
         )
         .exclude(pk=image.pk)
+        .exclude(embedding__isnull=True)
         .values_list("pk", "embedding")
     )
     if not rows:
         return []
     pks = np.array([pk for pk, _ in rows], dtype=np.int64)  # (R,)
-    dist = vectors.cosine_distances(vectors.matrix([e for _, e in rows], len(vec)), vec)  # (R,)
+    dist = vectors.cosine_distances(vectors.matrix([e for _, e in rows if e is not None], len(vec)), vec)  # (R,)
     order = np.argsort(dist)[:k]
     objs = Image.objects.in_bulk([int(pks[i]) for i in order])
     return [Match(image=objs[int(pks[i])], distance=float(dist[i]), rank=r + 1) for r, i in enumerate(order)]
+
+
+def open_groups(*, gallery):
+    """The gallery's near-duplicate groups still holding two images or more (trashing or deleting one
+    shrinks its group), largest first; `alive` is each one's size."""
+    return (
+        DuplicateGroup.objects.filter(gallery=gallery)
+        .annotate(alive=Count("members"))
+        .filter(alive__gte=2)
+        .order_by("-alive", "id")
+    )
+
+
+def duplicate_group_of(*, image):
+    """Return the open near-duplicate group holding `image`, or None."""
+    return open_groups(gallery=image.gallery).filter(members__image=image).first()

@@ -9,7 +9,7 @@ photos, is bench/bands.py (docs/benchmarks.md, "Similarity bands").
 import pytest
 from django.conf import settings
 
-from gallery import services
+from gallery import selectors, services
 from gallery.models import EmbeddingState, Image
 from tests import copies, imagegen
 
@@ -58,7 +58,7 @@ def test_edited_copies_land_in_the_near_duplicate_band_and_nothing_else_does(own
     # The groups of the same build: each family together, crops and rotations (which the hashes
     # miss) found by the embedding, and no photo of another subject pulled in.
     run = services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
-    group_of = {m.image_id: m.group_id for g in services.open_groups(gallery=gallery) for m in g.members.all()}
+    group_of = {m.image_id: m.group_id for g in selectors.open_groups(gallery=gallery) for m in g.members.all()}
     in_family = {pk: original for original, family in families.items() for pk in [original, *family.values()]}
     copies_grouped = [
         pk
@@ -68,7 +68,7 @@ def test_edited_copies_land_in_the_near_duplicate_band_and_nothing_else_does(own
     ]
     assert len(copies_grouped) >= 0.9 * sum(len(f) for f in families.values()), run
     by_hash_only = {
-        m.image_id for g in services.open_groups(gallery=gallery) for m in g.members.all() if m.hash_bits <= 3
+        m.image_id for g in selectors.open_groups(gallery=gallery) for m in g.members.all() if m.hash_bits <= 3
     }
     assert set(copies_grouped) - by_hash_only, "no copy was grouped by its embedding alone"
     strays = [pk for pk in group_of if pk not in in_family]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from gallery import services
+from gallery import selectors, services
 from gallery.analysis import duplicates
 from gallery.embedding import imaging
 from gallery.models import DuplicateDecision, DuplicateGroup, GroupingRun, Image, TrashedImage
@@ -151,7 +151,7 @@ def test_a_build_is_grouped_once_with_the_largest_picture_suggested_as_keeper(du
     gallery, images, build = dup_gallery
     run = services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
     assert run.status == GroupingRun.Status.READY and run.item_count == 300
-    groups = list(services.open_groups(gallery=gallery))
+    groups = list(selectors.open_groups(gallery=gallery))
     assert [sorted(m.image_id for m in g.members.all()) for g in groups] == [
         sorted(i.pk for i in images[:3]),
         sorted(i.pk for i in images[10:12]),
@@ -175,13 +175,13 @@ def test_a_superseded_build_is_not_grouped(dup_gallery):
 def test_trashing_the_others_keeps_the_chosen_image_and_the_trash_restores_them(owner, dup_gallery):
     gallery, images, build = dup_gallery
     services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
-    group = services.open_groups(gallery=gallery).first()
+    group = selectors.open_groups(gallery=gallery).first()
     assert services.group_resolve(group=group, actor=owner, action="trash_others", keeper_id=images[2].pk) == 2
     assert not Image.objects.filter(pk__in=[images[0].pk, images[1].pk]).exists()
     assert Image.objects.filter(pk=images[2].pk).exists()
     trashed = TrashedImage.objects.filter(gallery=gallery)
     assert trashed.count() == 2 and all("Duplicate of" in t.reason for t in trashed)
-    assert services.open_groups(gallery=gallery).count() == 1
+    assert selectors.open_groups(gallery=gallery).count() == 1
     # Gone from search at once (before any rebuild), back after a restore, embedding reused.
     hits = engine.search_vector(user=owner, gallery=gallery, vector=Image.objects.get(pk=images[2].pk).vector, k=5)
     assert images[0].pk not in [m.image.pk for m in hits]
@@ -196,17 +196,17 @@ def test_trashing_the_others_keeps_the_chosen_image_and_the_trash_restores_them(
 def test_not_duplicates_is_remembered_across_builds_but_a_new_look_alike_still_groups(owner, dup_gallery):
     gallery, images, build = dup_gallery
     services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
-    group = services.open_groups(gallery=gallery).first()
+    group = selectors.open_groups(gallery=gallery).first()
     services.group_resolve(group=group, actor=owner, action="not_duplicates")
     assert DuplicateDecision.objects.filter(gallery=gallery).count() == 3  # every pair of the three
     newer = _rebuild(gallery)
     services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=newer.pk)
-    assert [g.size for g in services.open_groups(gallery=gallery)] == [2]  # only the other family
+    assert [g.size for g in selectors.open_groups(gallery=gallery)] == [2]  # only the other family
     (extra,) = vectors.add_images(gallery, np.zeros((1, vectors.DIM), dtype=np.float32) + 1 / np.sqrt(vectors.DIM))
     Image.objects.filter(pk=extra.pk).update(phash=Image.objects.get(pk=images[0].pk).phash)
     latest = _rebuild(gallery)
     services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=latest.pk)
-    sizes = {g.size: sorted(m.image_id for m in g.members.all()) for g in services.open_groups(gallery=gallery)}
+    sizes = {g.size: sorted(m.image_id for m in g.members.all()) for g in selectors.open_groups(gallery=gallery)}
     assert sizes[4] == sorted([extra.pk] + [i.pk for i in images[:3]])  # the new one joins all three
 
 
@@ -214,7 +214,7 @@ def test_not_duplicates_is_remembered_across_builds_but_a_new_look_alike_still_g
 def test_resolve_all_and_bad_resolutions(owner, dup_gallery):
     gallery, images, build = dup_gallery
     services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
-    group = services.open_groups(gallery=gallery).first()
+    group = selectors.open_groups(gallery=gallery).first()
     with pytest.raises(services.ResolveError, match="one of the group"):
         services.group_resolve(group=group, actor=owner, action="trash_others", keeper_id=images[50].pk)
     with pytest.raises(services.ResolveError, match="Unknown action"):
@@ -359,7 +359,7 @@ def test_strangers_get_404_on_every_duplicate_and_trash_page_and_endpoint(client
     from django.urls import reverse
 
     gallery, images = grouped
-    group = services.open_groups(gallery=gallery).first()
+    group = selectors.open_groups(gallery=gallery).first()
     gets = [
         reverse(name, args=[gallery.slug])
         for name in (
@@ -390,7 +390,7 @@ def test_strangers_get_404_on_every_duplicate_and_trash_page_and_endpoint(client
                 url
             )
     assert Image.objects.filter(pk__in=[i.pk for i in images[:3]]).count() == 3
-    assert services.open_groups(gallery=gallery).count() == 2
+    assert selectors.open_groups(gallery=gallery).count() == 2
 
 
 @pytest.mark.django_db
@@ -404,7 +404,7 @@ def test_the_review_page_shows_groups_and_resolving_one_trashes_the_others(clien
     assert "2 groups to review" in html
     assert html.count('class="dup-group panel"') == 2
     assert "800 × 600 px" in html and "suggested" in html
-    group = services.open_groups(gallery=gallery).first()
+    group = selectors.open_groups(gallery=gallery).first()
     response = client.post(
         reverse("gallery_duplicates_resolve", args=[gallery.slug, group.pk]),
         {"action": "trash_others", "keeper": images[0].pk},
@@ -501,3 +501,18 @@ def test_the_admin_build_page_shows_its_groups(client, staff, grouped):
     html = client.get(reverse("admin:gallery_indexbuild_change", args=[build.pk])).content.decode()
     assert "Near-duplicate groups" in html
     assert "2 group(s) of 5 image(s)" in html
+
+
+@pytest.mark.django_db
+def test_the_image_page_names_its_group_and_delete_moves_to_the_trash(client, owner, grouped):
+    from django.urls import reverse
+
+    gallery, images = grouped
+    client.force_login(owner)
+    html = client.get(images[0].get_absolute_url()).content.decode()
+    assert "One of 3 near-duplicates" in html
+    assert "One of" not in client.get(images[50].get_absolute_url()).content.decode()
+    response = client.post(reverse("image_delete", args=[images[50].pk]), follow=True)
+    assert "moved to the trash; it can be restored there for 30 days" in response.content.decode()
+    assert TrashedImage.objects.filter(original_id=images[50].pk).exists()
+    assert not Image.objects.filter(pk=images[50].pk).exists()

@@ -16,7 +16,6 @@ from gallery.services.duplicates import (
     group_resolve,
     groups_resolve_all,
     keeper_key,
-    open_groups,
     upload_keep,
     upload_skip,
 )
@@ -66,7 +65,6 @@ __all__ = [
     "groups_resolve_all",
     "images_trash",
     "keeper_key",
-    "open_groups",
     "trash_expires_at",
     "trash_purge",
     "trash_purge_expired",

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from django.db import transaction
-from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from gallery import vectors
@@ -37,6 +36,7 @@ from gallery.models import (
     ModerationState,
 )
 from gallery.search import bands, cache, store
+from gallery.selectors import open_groups
 from gallery.services.trash import images_trash
 
 if TYPE_CHECKING:
@@ -180,16 +180,6 @@ def _store_groups(gallery_id: int, run: GroupingRun, groups: Sequence[tuple[int,
             ],
             batch_size=batch,
         )
-
-
-def open_groups(*, gallery: Gallery) -> QuerySet[DuplicateGroup]:
-    """The gallery's groups still holding two images or more (trashing or deleting one shrinks its group), largest first."""
-    return (
-        DuplicateGroup.objects.filter(gallery=gallery)
-        .annotate(alive=Count("members"))
-        .filter(alive__gte=2)
-        .order_by("-alive", "id")
-    )
 
 
 def _decide(gallery_id: int, pks: Iterable[int], kind: str, actor: User | None) -> int:

@@ -40,7 +40,7 @@ EXPORT_FIELDS = (
 
 
 def groups_page(gallery, number):
-    groups = services.open_groups(gallery=gallery).select_related("keeper", "run__build")
+    groups = selectors.open_groups(gallery=gallery).select_related("keeper", "run__build")
     page = Paginator(groups, GROUPS_PER_PAGE).get_page(number)
     for group in page.object_list:
         group.rows = list(group.members.select_related("image").order_by("distance", "image_id"))
@@ -127,7 +127,7 @@ def resolve_all(request, slug):
 
 def export_rows(request, gallery):
     """Yield one dict per member of each open group (EXPORT_FIELDS)."""
-    groups = services.open_groups(gallery=gallery).order_by("id")
+    groups = selectors.open_groups(gallery=gallery).order_by("id")
     for group in groups.iterator(chunk_size=500):
         for member in group.members.select_related("image").order_by("distance", "image_id"):
             image = member.image

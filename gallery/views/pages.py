@@ -84,7 +84,7 @@ def gallery_detail(request, slug):
             "can_edit": owner,
             "status": selectors.gallery_status(gallery=gallery),
             "failed": failed if owner else [],
-            "duplicate_groups": services.open_groups(gallery=gallery).count() if owner else 0,
+            "duplicate_groups": selectors.open_groups(gallery=gallery).count() if owner else 0,
             "trash_count": gallery.trash.count() if owner else 0,
             "query_form": QueryImageForm(),
             "k_choices": K_CHOICES,
@@ -138,6 +138,9 @@ def image_detail(request, pk):
             "gallery": image.gallery,
             "can_edit": access.can_edit(request.user, image.gallery),
             "events": image.moderation_events.select_related("actor")[:20] if request.user.is_staff else [],
+            "duplicate_group": selectors.duplicate_group_of(image=image)
+            if access.can_edit(request.user, image.gallery)
+            else None,
             "k_choices": K_CHOICES,
             "default_k": settings.IMAGESEARCH_DEFAULT_K,
         },
@@ -151,6 +154,7 @@ def image_delete(request, pk):
     if not access.can_edit(request.user, image.gallery):
         raise Http404("No such image.")
     gallery = image.gallery
-    services.image_delete(image=image)
-    messages.success(request, f"“{image.original_name}” deleted.")
+    services.images_trash(images=[image], actor=request.user)
+    days = settings.IMAGESEARCH_TRASH_DAYS
+    messages.success(request, f"“{image.original_name}” moved to the trash; it can be restored there for {days} days.")
     return redirect(gallery)
