@@ -85,36 +85,39 @@ def _blocks(bits: int) -> list[tuple[int, int]]:
 def hash_pairs(hashes: npt.ArrayLike, mirrors: npt.ArrayLike, bits: int) -> Pairs:
     """Return the pairs whose hashes lie within `bits` (either one mirrored), from (N,) int64 hashes and mirror hashes.
 
-    Items with imaging.NO_HASH take part in none.
+    The rule of a results page (bands.hash_distances: a query's picture or
+    its mirror image against the stored pictures), applied both ways. Items
+    with imaging.NO_HASH take part in none. Candidates are checked on the
+    whole hash as they are drawn, so memory holds only the pairs that match.
     """
     hashes = np.asarray(hashes, dtype=np.int64)
     mirrors = np.asarray(mirrors, dtype=np.int64)
     n = len(hashes)
     known = np.flatnonzero(hashes != imaging.NO_HASH)
-    both = np.concatenate([hashes[known], np.where(mirrors[known] == imaging.NO_HASH, hashes[known], mirrors[known])])
-    owner = np.concatenate([known, known])  # (2K,) entry -> item position
+    has_mirror = known[mirrors[known] != imaging.NO_HASH]
+    values = np.concatenate([hashes[known], mirrors[has_mirror]])  # (E,) plain hashes, then mirror hashes
+    owner = np.concatenate([known, has_mirror])  # (E,) entry -> item position
+    plain = np.concatenate([np.ones(len(known), bool), np.zeros(len(has_mirror), bool)])
     found_a: list[npt.NDArray[np.int64]] = []
     found_b: list[npt.NDArray[np.int64]] = []
     for shift, mask in _blocks(bits):
-        keys = (both >> shift) & mask
-        order = np.argsort(keys, kind="stable")
+        keys = (values >> shift) & mask
+        # By block, then by the whole value: within a long run of one block, near hashes sit side by side.
+        order = np.lexsort((values, keys))
         sorted_keys = keys[order]
         for step in range(1, HASH_WINDOW + 1):
             same = np.flatnonzero(sorted_keys[step:] == sorted_keys[:-step])
             if not len(same):
                 break
-            a, b = owner[order[same]], owner[order[same + step]]
-            keep = a != b
-            found_a.append(a[keep])
-            found_b.append(b[keep])
+            ea, eb = order[same], order[same + step]
+            keep = (plain[ea] | plain[eb]) & (owner[ea] != owner[eb])
+            keep &= np.bitwise_count(np.bitwise_xor(values[ea], values[eb])) <= bits
+            found_a.append(owner[ea[keep]])
+            found_b.append(owner[eb[keep]])
     if not found_a:
         return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
     a, b = _unique_pairs(np.concatenate(found_a), np.concatenate(found_b), n)
-    hp, hm = hashes[a], mirrors[a]
-    distance = np.minimum(imaging.hash_distance(hp, hashes[b]), imaging.hash_distance(hm, hashes[b]))
-    distance = np.minimum(distance, imaging.hash_distance(hp, mirrors[b]))
-    keep = distance <= bits
-    return Pairs(a[keep], b[keep])
+    return Pairs(a, b)
 
 
 def _unique_pairs(
@@ -130,13 +133,15 @@ def embedding_pairs(
     fitted: bands.Fitted,
     *,
     n_trees: int,
+    scratch_dir: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Pairs:
     """Return the pairs whose embeddings put them in the near-duplicate band (or exact copies), by position.
 
     `loaded` is an opened version; `fitted` its band fit. Hash matches are
     found by hash_pairs(), over the whole version; here a hash counts only
-    between neighbours, as on a results page.
+    between neighbours, as on a results page. The whitened vectors are
+    written to a temporary file under `scratch_dir` (None: the system's).
     """
     n = len(loaded.ids)
     if n < 2:
@@ -146,7 +151,7 @@ def embedding_pairs(
     whitened = projection.is_whitened(loaded.white) and fitted.white is not None
     found_a: list[npt.NDArray[np.int64]] = []
     found_b: list[npt.NDArray[np.int64]] = []
-    with tempfile.TemporaryDirectory(prefix="duplicates-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="duplicates-", dir=scratch_dir) as scratch:
         white = _whiten_all(loaded, scratch) if whitened else None
         with ThreadPoolExecutor(THREADS) as pool:
             for start in range(0, n, CHUNK):
@@ -234,6 +239,7 @@ def find(
     *,
     n_trees: int,
     decided: Iterable[tuple[int, int]] = (),
+    scratch_dir: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Found:
     """Return the near-duplicate pairs and groups of one opened version.
@@ -244,7 +250,7 @@ def find(
     """
     started = time.monotonic()
     by_hash = hash_pairs(loaded.hashes, mirrors, fitted.hash_bits)
-    by_embedding = embedding_pairs(loaded, fitted, n_trees=n_trees, progress=progress)
+    by_embedding = embedding_pairs(loaded, fitted, n_trees=n_trees, scratch_dir=scratch_dir, progress=progress)
     n = len(loaded.ids)
     a, b = _unique_pairs(np.concatenate([by_hash.a, by_embedding.a]), np.concatenate([by_hash.b, by_embedding.b]), n)
     pairs = without(Pairs(a, b), np.asarray(loaded.ids), decided)

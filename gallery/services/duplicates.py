@@ -92,6 +92,7 @@ def gallery_find_duplicates(*, gallery_id: int, build_id: int) -> GroupingRun | 
             _mirror_hashes(gallery_id, np.asarray(loaded.ids)),
             n_trees=build.n_trees,
             decided=decided_pairs(gallery_id=gallery_id),
+            scratch_dir=str(store.local_dir(gallery_id)),  # beside the index: room for its size, not RAM
         )
     except store.IndexUnavailable as exc:
         run = GroupingRun.objects.create(
@@ -104,6 +105,7 @@ def gallery_find_duplicates(*, gallery_id: int, build_id: int) -> GroupingRun | 
         )
         return run
     groups = _groups_with_keepers(loaded, found.groups)
+    cache.evict(gallery_id)  # a worker keeps no versions open between builds
     with transaction.atomic():
         run = GroupingRun.objects.create(
             gallery_id=gallery_id,
