@@ -86,6 +86,25 @@ def cases(world):
         yield f"upload {slug}", "post", reverse("gallery_upload", args=[slug]), {}, OWNER_ONLY_POST
         yield f"retry {slug}", "post", reverse("gallery_retry", args=[slug]), {}, OWNER_ONLY_POST
         yield f"api upload {slug}", "post", reverse("api_upload", args=[slug]), {}, expect(400, 404, 404, 404)
+        # Near-duplicates, compare and the trash: the owner's alone, whatever the gallery's visibility.
+        for view in ("gallery_duplicates", "gallery_duplicates_csv", "gallery_duplicates_json", "gallery_trash"):
+            yield f"{view} {slug}", "get", reverse(view, args=[slug]), None, OWNER_ONLY_GET
+        yield f"compare {slug}", "get", reverse("gallery_compare", args=[slug]), None, OWNER_ONLY_GET
+        yield f"compare POST {slug}", "post", reverse("gallery_compare", args=[slug]), {}, OWNER_ONLY_GET
+        resolve = reverse("gallery_duplicates_resolve", args=[slug, 10**9])  # no such group: "already resolved"
+        yield f"resolve {slug}", "post", resolve, {"action": "keep_all"}, OWNER_ONLY_POST
+        resolve_all = reverse("gallery_duplicates_resolve_all", args=[slug])
+        yield f"resolve all {slug}", "post", resolve_all, {"action": "keep_all"}, OWNER_ONLY_POST
+        yield f"trash restore {slug}", "post", reverse("gallery_trash_restore", args=[slug]), {}, OWNER_ONLY_POST
+        yield f"trash purge {slug}", "post", reverse("gallery_trash_purge", args=[slug]), {}, OWNER_ONLY_POST
+        thumb = reverse("gallery_trash_thumb", args=[slug, 10**9])
+        yield f"trash thumb {slug}", "get", thumb, None, expect(404, 404, LOGIN, 404)
+        yield f"api duplicates {slug}", "get", reverse("api_duplicates", args=[slug]), None, expect(200, 404, 404, 404)
+        api_all = reverse("api_duplicates_resolve_all", args=[slug])
+        yield f"api resolve all {slug}", "post", api_all, {}, expect(400, 404, 404, 404)  # 400: no action named
+        api_one = reverse("api_duplicates_resolve", args=[slug, 10**9])
+        yield f"api resolve {slug}", "post", api_one, {"action": "keep_all"}, expect(404, 404, 404, 404)
+        yield f"api compare {slug}", "post", reverse("api_compare", args=[slug]), {}, expect(400, 404, 404, 404)
     t = world.galleries["theirs"].slug
     yield f"gallery {t}", "get", reverse("gallery_detail", args=[t]), None, THEIRS
     yield f"edit {t}", "get", reverse("gallery_edit", args=[t]), None, expect(404, 200, LOGIN, 404)
@@ -122,9 +141,17 @@ def cases(world):
     ]
     for url in admin_pages:
         yield f"admin {url}", "get", url, None, expect(LOGIN, LOGIN, LOGIN, 200)
-    # Deleting last: the owner's request removes the image.
+    # Keeping a look-alike at upload: the owner's (nothing named to tell apart: it is just kept).
+    for name in ("priv-approved.jpg", "pub-approved.jpg"):
+        pk = world.image(name).pk
+        yield f"keep {name}", "post", reverse("image_upload_keep", args=[pk]), {}, expect(200, 404, LOGIN, 404)
+        yield f"api keep {name}", "post", reverse("api_image_keep", args=[pk]), {}, expect(200, 404, 404, 404)
+    # Deleting and skipping last: the owner's request moves the image to the trash.
     for name in ("priv-approved.jpg", "pub-approved.jpg"):
         yield f"delete {name}", "post", reverse("image_delete", args=[world.image(name).pk]), {}, OWNER_ONLY_POST
+    skip, api_skip = world.image("priv-pending.jpg").pk, world.image("pub-pending.jpg").pk
+    yield "skip priv-pending.jpg", "post", reverse("image_upload_skip", args=[skip]), {}, expect(200, 404, LOGIN, 404)
+    yield "api skip pub-pending.jpg", "post", reverse("api_image_skip", args=[api_skip]), {}, expect(200, 404, 404, 404)
 
 
 @pytest.mark.parametrize("persona", PERSONAS)

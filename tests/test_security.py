@@ -63,6 +63,8 @@ def _app_routes(gallery, image):
                 kwargs["pk"] = image.pk
             if "<str:token>" in str(sub.pattern):
                 kwargs["token"] = "not-a-token"
+            if "<int:group_id>" in str(sub.pattern):
+                kwargs["group_id"] = 10**9
             yield sub.name, reverse(sub.name, kwargs=kwargs)
 
 
