@@ -86,7 +86,7 @@ def test_a_build_page_groups_its_calibration(staff_client, large):
 
     assert response.status_code == 200
     fieldsets = response.context["adminform"].fieldsets
-    assert [name for name, _ in fieldsets] == [None, "Calibration", "Similarity bands"]
+    assert [name for name, _ in fieldsets] == [None, "Calibration", "Similarity bands", "Near-duplicate groups"]
     shown = [f for _, options in fieldsets for f in options["fields"]]
     # Every field of the model is on the page, once.
     assert sorted(f.name for f in IndexBuild._meta.fields) == sorted(
