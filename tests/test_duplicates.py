@@ -516,3 +516,24 @@ def test_the_image_page_names_its_group_and_delete_moves_to_the_trash(client, ow
     assert "moved to the trash; it can be restored there for 30 days" in response.content.decode()
     assert TrashedImage.objects.filter(original_id=images[50].pk).exists()
     assert not Image.objects.filter(pk=images[50].pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_upload_lookup_reads_the_index_and_only_the_images_it_does_not_hold(dup_gallery, django_assert_num_queries):
+    gallery, images, build = dup_gallery
+    base = Image.objects.get(pk=images[0].pk)
+    with django_assert_num_queries(1):  # the rows newer than the build: none here
+        lookup = services.HashLookup(gallery)
+    assert len(lookup.pks) == 300
+    assert lookup.match(base.phash ^ 0b1000, None).image.pk in {images[0].pk, images[1].pk, images[2].pk}
+    (late,) = vectors.add_images(
+        gallery,
+        np.ones((1, vectors.DIM), dtype=np.float32) / np.sqrt(vectors.DIM),
+        embedded_ago=__import__("datetime").timedelta(0),
+    )
+    Image.objects.filter(pk=late.pk).update(phash=(1 << 61) + 12345)
+    lookup = services.HashLookup(gallery)
+    assert len(lookup.pks) == 301
+    assert lookup.match((1 << 61) + 12344, None).image.pk == late.pk
+    Image.objects.filter(pk=images[0].pk).delete()  # gone since the build: never named
+    assert services.HashLookup(gallery).match(base.phash, None).image.pk != images[0].pk

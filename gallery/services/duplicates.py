@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 
 from gallery import vectors
@@ -270,20 +271,32 @@ class HashLookup:
 
     def __init__(self, gallery: Gallery) -> None:
         self.gallery = gallery
+        self.bits = bands.HASH_BITS
         rows = (
             Image.objects.filter(gallery=gallery, phash__isnull=False)
             .exclude(moderation_state=ModerationState.REJECTED)
             .exclude(phash=imaging.NO_HASH)
-            .values_list("pk", "phash")
         )
+        # The current index holds most hashes already, in this process's memory:
+        # read from the database only the images it does not hold.
+        base_pks = base_hashes = np.zeros(0, dtype=np.int64)
+        build = gallery.current_build()
+        if build is not None:
+            try:
+                loaded = cache.load(store.ref_for(build))
+            except store.IndexUnavailable:
+                pass
+            else:
+                known = np.asarray(loaded.hashes) != imaging.NO_HASH
+                base_pks, base_hashes = np.asarray(loaded.ids)[known], np.asarray(loaded.hashes)[known]
+                rows = rows.filter(Q(embedded_at__isnull=True) | Q(embedded_at__gt=build.snapshot_at))
         pks: list[int] = []
         hashes: list[int] = []
-        for pk, phash in rows.iterator(chunk_size=5000):
+        for pk, phash in rows.values_list("pk", "phash").iterator(chunk_size=5000):
             pks.append(pk)
             hashes.append(imaging.NO_HASH if phash is None else phash)
-        self.pks = np.asarray(pks, dtype=np.int64)
-        self.hashes = np.asarray(hashes, dtype=np.int64)
-        self.bits = bands.HASH_BITS
+        self.pks = np.concatenate([base_pks, np.asarray(pks, dtype=np.int64)])
+        self.hashes = np.concatenate([base_hashes, np.asarray(hashes, dtype=np.int64)])
 
     def match(self, phash: int | None, mirror: int | None) -> LookAlike | None:
         """Return the nearest existing image within the bits, or None."""
