@@ -6,11 +6,15 @@ whitened distance can tell). The same measurement on corel1k, with 600 copies am
 photos, is bench/bands.py (docs/benchmarks.md, "Similarity bands").
 """
 
+import io
+
 import pytest
 from django.conf import settings
+from PIL import Image as PILImage
 
 from gallery import selectors, services
 from gallery.models import EmbeddingState, Image
+from gallery.search import queries
 from tests import copies, imagegen
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db]
@@ -77,3 +81,18 @@ def test_edited_copies_land_in_the_near_duplicate_band_and_nothing_else_does(own
     for pk, group in group_of.items():
         groups.setdefault(group, set()).add(in_family.get(pk))
     assert all(len(originals - {None}) <= 1 for originals in groups.values())  # never two subjects in one group
+    # Compare a new crop of one original with the gallery, embedded by the real model: found by content.
+    original = next(iter(families))
+    img = PILImage.open(io.BytesIO(images[original].file.read())).convert("RGB")
+    w, h = img.size
+    crop = io.BytesIO()
+    img.crop((int(w * 0.07), int(h * 0.03), w - int(w * 0.03), h - int(h * 0.07))).save(crop, "JPEG", quality=85)
+    compared = services.files_compare(
+        gallery=gallery,
+        files=[("new-crop.jpg", crop.getvalue())],
+        max_pixels=10**8,
+        embed=lambda data: queries.outside_vector(data, in_process=True),
+    )
+    (result,) = compared.results
+    assert result.status == "looks_like" and result.distance is not None, (result, compared.note)
+    assert in_family.get(result.image.pk) == original, result

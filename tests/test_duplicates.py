@@ -315,7 +315,8 @@ def test_compare_adds_nothing_and_tells_copies_look_alikes_new_and_unreadable(ow
             ("bad.jpg", b"nope"),
         ],
         max_pixels=10**8,
-    )
+        embed=None,
+    ).results
     assert [c.status for c in got] == ["copy", "looks_like", "new", "rejected"]
     assert got[1].image.original_name == "food.jpg" and got[1].bits <= bands.HASH_BITS
     assert Image.objects.filter(gallery=gallery).count() == 1
@@ -339,7 +340,7 @@ def test_the_import_summary_lists_look_alikes_and_compare_adds_nothing(owner, tm
     out = __import__("io").StringIO()
     call_command("import_images", str(folder), gallery=gallery.slug, no_progress=True, compare=True, stdout=out)
     text = out.getvalue()
-    assert "nothing added: 0 new, 1 look-alike(s), 3 already in it" in text
+    assert "nothing added: 0 new, 1 look-alike(s), 3 already in it" in text  # by hash: no model needed
     assert "looks_like d.jpg: Looks like “c.jpg”" in text
     assert Image.objects.filter(gallery=gallery).count() == 3
 
@@ -537,3 +538,30 @@ def test_the_upload_lookup_reads_the_index_and_only_the_images_it_does_not_hold(
     assert lookup.match((1 << 61) + 12344, None).image.pk == late.pk
     Image.objects.filter(pk=images[0].pk).delete()  # gone since the build: never named
     assert services.HashLookup(gallery).match(base.phash, None).image.pk != images[0].pk
+
+
+@pytest.mark.django_db
+def test_compare_by_content_names_the_copy_the_hash_misses_and_says_when_it_cannot(owner, dup_gallery):
+    from gallery import embedding
+    from gallery.search import queries
+
+    gallery, images, _build = dup_gallery
+    target = Image.objects.get(pk=images[40].pk)
+
+    def embed(_data):  # the model's answer for a crop of images[40]: its own vector (the exact band)
+        return queries.QueryVector(target.vector, embedding.version(), None)
+
+    files = [("crop.jpg", _jpeg("food", 1)), ("other.jpg", _jpeg("flowers", 2))]
+    got = services.files_compare(gallery=gallery, files=files, max_pixels=10**8, embed=embed, content_limit=1)
+    assert got.results[0].status == "looks_like" and got.results[0].image.pk == target.pk
+    assert got.results[0].distance == pytest.approx(0.0, abs=1e-6)
+    assert "by content" in got.results[0].message and got.results[0].as_dict()["distance"] == 0.0
+    assert got.results[1].status == "new"
+    assert got.note == "Only the first 1 files were compared by content; the others by hash alone."
+
+    def unavailable(_data):
+        raise queries.QueryUnavailable("Search with a picture is unavailable: no query worker answered.")
+
+    got = services.files_compare(gallery=gallery, files=files, max_pixels=10**8, embed=unavailable)
+    assert [r.status for r in got.results] == ["new", "new"]
+    assert got.note == "Compared by hash alone: Search with a picture is unavailable: no query worker answered."

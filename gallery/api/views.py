@@ -178,7 +178,8 @@ def compare(request, slug):
     if len(files) > settings.IMAGESEARCH_MAX_FILES_PER_REQUEST:
         limit = settings.IMAGESEARCH_MAX_FILES_PER_REQUEST
         return JsonResponse({"error": f"Too many files at once (limit {limit})."}, status=400)
-    return JsonResponse({"results": [r.as_dict() for r in dup_views.compare_files(gallery, files)]})
+    compared = dup_views.compare_files(gallery, files)
+    return JsonResponse({"results": [r.as_dict() for r in compared.results], "note": compared.note})
 
 
 @api_view

@@ -50,15 +50,18 @@ def _unavailable(reason: str) -> QueryUnavailable:
     return QueryUnavailable(f"Search with a picture is unavailable: {reason}")
 
 
-def outside_vector(data: bytes) -> QueryVector:
-    """Decode and embed an outside picture. Raise QueryImageError (or QueryUnavailable) with a readable reason."""
+def outside_vector(data: bytes, *, in_process: bool = False) -> QueryVector:
+    """Decode and embed an outside picture. Raise QueryImageError (or QueryUnavailable) with a readable reason.
+
+    `in_process` embeds here rather than through the query worker (a command-line process that may load the model).
+    """
     try:
         imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
         arr = imaging.model_input(data, embedding.input_size())  # (S, S, 3) float32 in 0..255
         hashes = imaging.hashes_of(data)
     except imaging.InvalidImage as exc:
         raise QueryImageError(str(exc)) from None
-    if settings.CELERY_TASK_ALWAYS_EAGER or settings.IMAGESEARCH_QUERY_IN_PROCESS:
+    if in_process or settings.CELERY_TASK_ALWAYS_EAGER or settings.IMAGESEARCH_QUERY_IN_PROCESS:
         try:
             return QueryVector(embedding.embed_batch([arr])[0], embedding.version(), hashes)  # (D,)
         except embedding.WeightsUnavailable as exc:

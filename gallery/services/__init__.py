@@ -7,6 +7,7 @@ rolled back.
 
 from gallery.services.duplicates import (
     ACTIONS,
+    Compared,
     Comparison,
     HashLookup,
     LookAlike,
@@ -54,6 +55,7 @@ from gallery.services.uploads import (
 
 __all__ = [
     "ACTIONS",
+    "Compared",
     "Comparison",
     "HashLookup",
     "LookAlike",

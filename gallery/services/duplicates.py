@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING
@@ -36,7 +36,7 @@ from gallery.models import (
     IndexBuild,
     ModerationState,
 )
-from gallery.search import bands, cache, store
+from gallery.search import bands, cache, engine, queries, store
 from gallery.selectors import open_groups
 from gallery.services.trash import images_trash
 
@@ -335,7 +335,8 @@ class Comparison:
     status: str
     message: str = ""
     image: Image | None = None
-    bits: int | None = None
+    bits: int | None = None  # a look-alike by perceptual hash: the Hamming distance
+    distance: float | None = None  # a look-alike by content: the cosine distance
 
     def as_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"name": self.name, "status": self.status, "message": self.message}
@@ -347,23 +348,47 @@ class Comparison:
                 "thumbnail": reverse("image_thumb", args=[self.image.pk]),
             }
         if self.bits is not None:
-            data["distance"] = self.bits
+            data["hash_bits"] = self.bits
+        if self.distance is not None:
+            data["distance"] = round(self.distance, 6)
         return data
 
 
-def files_compare(*, gallery: Gallery, files: Iterable[tuple[str, bytes]], max_pixels: int) -> list[Comparison]:
+@dataclass(frozen=True)
+class Compared:
+    results: list[Comparison]
+    note: str = ""  # why some files were compared by hash alone
+
+
+Embedder = Callable[[bytes], queries.QueryVector]
+
+
+def files_compare(
+    *,
+    gallery: Gallery,
+    files: Iterable[tuple[str, bytes]],
+    max_pixels: int,
+    embed: Embedder | None = queries.outside_vector,
+    content_limit: int | None = None,
+) -> Compared:
     """Compare a batch of files with the gallery without adding any: the same file, a look-alike, or new.
 
     Each file is judged alone; an unreadable one is "rejected" with the reason.
-    Look-alikes are told by perceptual hash, as at upload.
+    A look-alike is told as on a results page: first by perceptual hash,
+    then, for the others, by embedding the file (`embed`, the query worker by
+    default) and asking the gallery for its copies (band "near"), for at most
+    `content_limit` files (None: all). Without the model (no query worker, no
+    weights) the rest are compared by hash alone, and the note says why.
     """
     lookup = HashLookup(gallery)
     out: list[Comparison] = []
+    note = ""
+    embedded = 0
     for name, data in files:
         digest = hashlib.sha256(data).hexdigest()
         same = Image.objects.filter(gallery=gallery, sha256=digest).first()
         if same is not None:
-            out.append(Comparison(name, "copy", f"Already in this gallery as “{same.original_name}”.", same, 0))
+            out.append(Comparison(name, "copy", f"Already in this gallery as “{same.original_name}”.", same))
             continue
         try:
             imaging.inspect(data, max_pixels)
@@ -372,8 +397,32 @@ def files_compare(*, gallery: Gallery, files: Iterable[tuple[str, bytes]], max_p
             out.append(Comparison(name, "rejected", str(exc)))
             continue
         like = lookup.match(phash, mirror)
-        if like is None:
+        if like is not None:
+            out.append(Comparison(name, "looks_like", like.message, like.image, bits=like.bits))
+            continue
+        if embed is None or (content_limit is not None and embedded >= content_limit):
+            if embed is not None and not note:
+                note = f"Only the first {content_limit} files were compared by content; the others by hash alone."
             out.append(Comparison(name, "new", "Not in this gallery."))
+            continue
+        try:
+            query = embed(data)
+        except queries.QueryUnavailable as exc:
+            note, embed = f"Compared by hash alone: {exc}", None
+            out.append(Comparison(name, "new", "Not in this gallery."))
+            continue
+        except queries.QueryImageError as exc:
+            out.append(Comparison(name, "rejected", str(exc)))
+            continue
+        embedded += 1
+        found = engine.search_results(
+            user=gallery.owner, gallery=gallery, vector=query.vector, k=1, band="near", query_hashes=query.hashes
+        ).matches
+        alike = Image.objects.filter(pk=found[0].image.pk).first() if found else None
+        if alike is not None:
+            distance = found[0].distance
+            message = f"Looks like “{alike.original_name}” (distance {distance:.4f}, by content)."
+            out.append(Comparison(name, "looks_like", message, alike, distance=distance))
         else:
-            out.append(Comparison(name, "looks_like", like.message, like.image, like.bits))
-    return out
+            out.append(Comparison(name, "new", "Not in this gallery."))
+    return Compared(out, note)

@@ -198,25 +198,33 @@ def compare(request, slug):
             messages.error(request, f"Too many files at once (limit {settings.IMAGESEARCH_MAX_FILES_PER_REQUEST}).")
         else:
             results = compare_files(gallery, files)
-    return render(request, "gallery/compare.html", {"gallery": gallery, "results": results})
+    return render(
+        request,
+        "gallery/compare.html",
+        {"gallery": gallery, "results": results.results if results else None, "note": results.note if results else ""},
+    )
+
+
+COMPARE_BY_CONTENT = 24  # files per request embedded to compare by content (each costs the model a forward pass)
 
 
 def compare_files(gallery, files):
+    """Compare uploaded files with the gallery (services.files_compare); files over the size limit are not read."""
+    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
+
     def read():
         for upload in files:
-            if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
-                yield upload.name, b""  # not read: judged unreadable, with the size below
-            else:
-                yield upload.name, upload.read()
+            yield upload.name, (upload.read() if upload.size <= limit else b"")
 
-    results = services.files_compare(gallery=gallery, files=read(), max_pixels=settings.IMAGESEARCH_MAX_PIXELS)
-    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES // 1048576
-    return [
-        services.Comparison(r.name, "rejected", f"The file is too large (the limit is {limit} MB).")
-        if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES
-        else r
-        for r, upload in zip(results, files, strict=True)
+    compared = services.files_compare(
+        gallery=gallery, files=read(), max_pixels=settings.IMAGESEARCH_MAX_PIXELS, content_limit=COMPARE_BY_CONTENT
+    )
+    too_large = f"The file is too large (the limit is {limit // 1048576} MB)."
+    results = [
+        services.Comparison(r.name, "rejected", too_large) if upload.size > limit else r
+        for r, upload in zip(compared.results, files, strict=True)
     ]
+    return services.Compared(results, compared.note)
 
 
 # --- Keep or skip a look-alike at upload ----------------------------------

@@ -5,7 +5,9 @@ service as an upload (validation, thumbnail, sha256), skips files already in the
 gallery, and queues embedding in batches while it runs, so workers start at once.
 Added files that look like an image already in the gallery (perceptual hash)
 are listed in the summary. --compare adds nothing and reports, per file,
-whether it is already in the gallery, looks like one of its images, or is new.
+whether it is already in the gallery, looks like one of its images (by perceptual
+hash, then by content: the file is embedded here and the gallery asked for its
+near-duplicates), or is new.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from gallery import jobs, services
 from gallery.models import Gallery, Image
+from gallery.search import queries
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"}
 SHOW_REJECTED = 50
@@ -149,7 +152,13 @@ class Command(BaseCommand):
                     yield shown, b""  # judged unreadable below
                     self.stderr.write(f"{shown}: cannot be read ({exc.strerror or exc})")
 
-        results = services.files_compare(gallery=gallery, files=read(), max_pixels=settings.IMAGESEARCH_MAX_PIXELS)
+        compared = services.files_compare(
+            gallery=gallery,
+            files=read(),
+            max_pixels=settings.IMAGESEARCH_MAX_PIXELS,
+            embed=lambda data: queries.outside_vector(data, in_process=True),  # this process loads the model
+        )
+        results = compared.results
         counts = Counter(r.status for r in results)
         self.stdout.write(
             f"Gallery “{gallery.slug}”, nothing added: {counts['new']} new, {counts['looks_like']} look-alike(s), "
@@ -158,6 +167,8 @@ class Command(BaseCommand):
         for r in results:
             if r.status != "new":
                 self.stdout.write(f"  {r.status:<10} {r.name}: {r.message}")
+        if compared.note:
+            self.stdout.write(compared.note)
 
     def _gallery(self, slug, owner):
         found = Gallery.objects.filter(slug=slug).select_related("owner").first()
