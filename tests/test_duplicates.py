@@ -565,3 +565,17 @@ def test_compare_by_content_names_the_copy_the_hash_misses_and_says_when_it_cann
     got = services.files_compare(gallery=gallery, files=files, max_pixels=10**8, embed=unavailable)
     assert [r.status for r in got.results] == ["new", "new"]
     assert got.note == "Compared by hash alone: Search with a picture is unavailable: no query worker answered."
+
+
+@pytest.mark.django_db
+def test_resolving_every_group_takes_a_few_queries_per_batch_not_per_group(owner, django_assert_max_num_queries):
+    gallery, images, _vecs, _build = vectors.indexed_gallery(owner, "many", n=400, seed=2)
+    for i, image in enumerate(images):  # 200 pairs: image 2k and 2k+1 share a hash
+        Image.objects.filter(pk=image.pk).update(phash=(1 << 40) + (i // 2) * 0x9E3779B1 + 1)
+    build = _rebuild(gallery)
+    services.gallery_find_duplicates(gallery_id=gallery.pk, build_id=build.pk)
+    assert selectors.open_groups(gallery=gallery).count() == 200
+    with django_assert_max_num_queries(40):
+        assert services.groups_resolve_all(gallery=gallery, actor=owner, action="trash_others") == (200, 200)
+    assert Image.objects.filter(gallery=gallery).count() == 200
+    assert TrashedImage.objects.filter(gallery=gallery).count() == 200

@@ -185,11 +185,13 @@ def _store_groups(gallery_id: int, run: GroupingRun, groups: Sequence[tuple[int,
         )
 
 
-def _decide(gallery_id: int, pks: Iterable[int], kind: str, actor: User | None) -> int:
-    pairs = {(min(a, b), max(a, b)) for a, b in combinations(sorted(set(pks)), 2)}
+def _decide(gallery_id: int, groups: Iterable[Iterable[int]], kind: str, actor: User | None) -> int:
+    """Remember every pair within each group of image pks (low pk first); return how many pairs."""
+    pairs = {(a, b) for pks in groups for a, b in combinations(sorted(set(pks)), 2)}
     DuplicateDecision.objects.bulk_create(
         [DuplicateDecision(gallery_id=gallery_id, low_id=a, high_id=b, kind=kind, decided_by=actor) for a, b in pairs],
         ignore_conflicts=True,
+        batch_size=1000,
     )
     return len(pairs)
 
@@ -198,43 +200,77 @@ class ResolveError(ValueError):
     """A resolution that cannot apply (an unknown action, a keeper from outside the group): the message says why."""
 
 
+def _check(action: str) -> None:
+    if action not in ACTIONS:
+        raise ResolveError(f"Unknown action “{action}”: choose one of {', '.join(ACTIONS)}.")
+
+
+def _resolve(
+    gallery_id: int, resolutions: Sequence[tuple[DuplicateGroup, Image, list[Image]]], actor: User | None, action: str
+) -> int:
+    """Apply one action to groups given as (group, keeper, members); return how many images went to the trash."""
+    trashed = 0
+    with transaction.atomic():
+        if action == "trash_others":
+            others = [
+                (image, keeper) for _group, keeper, members in resolutions for image in members if image != keeper
+            ]
+            trashed = len(
+                images_trash(
+                    images=[image for image, _keeper in others],
+                    actor=actor,
+                    reasons={image.pk: f"Duplicate of “{keeper.original_name}”" for image, keeper in others},
+                )
+            )
+        else:
+            kind = DuplicateDecision.Kind.KEEP_ALL if action == "keep_all" else DuplicateDecision.Kind.NOT_DUPLICATES
+            _decide(
+                gallery_id, [[image.pk for image in members] for _group, _keeper, members in resolutions], kind, actor
+            )
+        DuplicateGroup.objects.filter(pk__in=[group.pk for group, _keeper, _members in resolutions]).delete()
+    return trashed
+
+
 def group_resolve(*, group: DuplicateGroup, actor: User | None, action: str, keeper_id: int | None = None) -> int:
     """Resolve one group: trash all but the keeper, or remember its images as "keep all" / "not duplicates".
 
     Return how many images went to the trash. The group is gone afterwards.
     """
-    if action not in ACTIONS:
-        raise ResolveError(f"Unknown action “{action}”: choose one of {', '.join(ACTIONS)}.")
+    _check(action)
     members = list(Image.objects.filter(pk__in=group.members.values("image_id")))
     keeper_id = group.keeper_id if keeper_id is None else keeper_id
-    trashed = 0
-    with transaction.atomic():
-        if action == "trash_others":
-            keeper = next((image for image in members if image.pk == keeper_id), None)
-            if keeper is None:
-                raise ResolveError("The image to keep must be one of the group's images.")
-            others = [image for image in members if image.pk != keeper.pk]
-            trashed = len(images_trash(images=others, actor=actor, reason=f"Duplicate of “{keeper.original_name}”"))
-        else:
-            kind = DuplicateDecision.Kind.KEEP_ALL if action == "keep_all" else DuplicateDecision.Kind.NOT_DUPLICATES
-            _decide(group.gallery_id, [image.pk for image in members], kind, actor)
-        group.delete()
-    return trashed
+    keeper = next((image for image in members if image.pk == keeper_id), None)
+    if keeper is None and action == "trash_others":
+        raise ResolveError("The image to keep must be one of the group's images.")
+    return _resolve(group.gallery_id, [(group, keeper or members[0], members)], actor, action)
+
+
+RESOLVE_BATCH = 500  # groups resolved per transaction by groups_resolve_all
 
 
 def groups_resolve_all(*, gallery: Gallery, actor: User | None, action: str) -> tuple[int, int]:
-    """Resolve every open group of the gallery the same way, each with its suggested keeper. Return (groups, trashed)."""
-    if action not in ACTIONS:
-        raise ResolveError(f"Unknown action “{action}”: choose one of {', '.join(ACTIONS)}.")
+    """Resolve every open group of the gallery the same way, each with its suggested keeper. Return (groups, trashed).
+
+    Groups are read and written RESOLVE_BATCH at a time: a few queries per batch, not per group.
+    """
+    _check(action)
     groups = trashed = 0
-    for group in open_groups(gallery=gallery).select_related("keeper"):
-        keeper = group.keeper_id
-        if keeper is None or not group.members.filter(image_id=keeper).exists():
-            alive = Image.objects.filter(pk__in=group.members.values("image_id"))
-            keeper = min(alive, key=keeper_key).pk
-        trashed += group_resolve(group=group, actor=actor, action=action, keeper_id=keeper)
-        groups += 1
-    return groups, trashed
+    while True:
+        batch = list(open_groups(gallery=gallery).order_by("id")[:RESOLVE_BATCH])
+        if not batch:
+            return groups, trashed
+        members: dict[int, list[Image]] = {group.pk: [] for group in batch}
+        rows = DuplicateGroupMember.objects.filter(group__in=batch).select_related("image")
+        for row in rows:
+            members[row.group_id].append(row.image)
+        resolutions = []
+        for group in batch:
+            alive = members[group.pk]
+            # The suggested keeper, or the best one left if it has gone since.
+            keeper = next((image for image in alive if image.pk == group.keeper_id), None) or min(alive, key=keeper_key)
+            resolutions.append((group, keeper, alive))
+        trashed += _resolve(gallery.pk, resolutions, actor, action)
+        groups += len(batch)
 
 
 # --- Look-alikes at upload --------------------------------------------------
@@ -318,7 +354,7 @@ class HashLookup:
 
 def upload_keep(*, image: Image, like: Image, actor: User | None) -> None:
     """The owner keeps an upload that looked like `like`: never propose the two as duplicates."""
-    _decide(image.gallery_id, [image.pk, like.pk], DuplicateDecision.Kind.KEEP, actor)
+    _decide(image.gallery_id, [[image.pk, like.pk]], DuplicateDecision.Kind.KEEP, actor)
 
 
 def upload_skip(*, image: Image, like: Image | None, actor: User | None) -> None:

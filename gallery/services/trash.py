@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,39 +23,50 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def images_trash(*, images: Iterable[Image], actor: User | None, reason: str = "") -> list[TrashedImage]:
-    """Move images to their gallery's trash: off every page and out of search now, files kept. Return the trash rows."""
-    trashed: list[TrashedImage] = []
-    galleries: set[int] = set()
+def images_trash(
+    *,
+    images: Iterable[Image],
+    actor: User | None,
+    reason: str = "",
+    reasons: Mapping[int, str] | None = None,
+) -> list[TrashedImage]:
+    """Move images to their gallery's trash: off every page and out of search now, files kept. Return the trash rows.
+
+    `reasons` gives some images (by pk) their own reason instead of `reason`.
+    """
+    images = list(images)
+    rows = [
+        TrashedImage(
+            gallery_id=image.gallery_id,
+            original_id=image.pk,
+            file=image.file.name or "",
+            thumbnail=image.thumbnail.name or "",
+            original_name=image.original_name,
+            sha256=image.sha256,
+            width=image.width,
+            height=image.height,
+            byte_size=image.byte_size,
+            content_type=image.content_type,
+            uploader_id=image.uploader_id,
+            uploaded_at=image.created_at,
+            moderation_state=image.moderation_state,
+            moderation_note=image.moderation_note,
+            embedding=image.embedding,
+            embedding_version=image.embedding_version,
+            phash=image.phash,
+            phash_mirror=image.phash_mirror,
+            trashed_by=actor,
+            reason=(reasons or {}).get(image.pk, reason)[:200],
+        )
+        for image in images
+    ]
     with transaction.atomic():
+        trashed = TrashedImage.objects.bulk_create(rows, batch_size=500)
+        # The rows go the way of every deletion: search drops them at once.
+        Image.objects.filter(pk__in=[image.pk for image in images]).delete()
         for image in images:
-            trashed.append(
-                TrashedImage.objects.create(
-                    gallery_id=image.gallery_id,
-                    original_id=image.pk,
-                    file=image.file.name or "",
-                    thumbnail=image.thumbnail.name or "",
-                    original_name=image.original_name,
-                    sha256=image.sha256,
-                    width=image.width,
-                    height=image.height,
-                    byte_size=image.byte_size,
-                    content_type=image.content_type,
-                    uploader_id=image.uploader_id,
-                    uploaded_at=image.created_at,
-                    moderation_state=image.moderation_state,
-                    moderation_note=image.moderation_note,
-                    embedding=image.embedding,
-                    embedding_version=image.embedding_version,
-                    phash=image.phash,
-                    phash_mirror=image.phash_mirror,
-                    trashed_by=actor,
-                    reason=reason[:200],
-                )
-            )
-            galleries.add(image.gallery_id)
-            image.delete()  # the row goes the way of every deletion: search drops it at once
-        Gallery.objects.filter(pk__in=galleries).mark_index_stale()
+            image.pk = None  # as Model.delete() leaves it
+        Gallery.objects.filter(pk__in={image.gallery_id for image in images}).mark_index_stale()
     return trashed
 
 
