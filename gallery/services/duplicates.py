@@ -107,6 +107,8 @@ def gallery_find_duplicates(*, gallery_id: int, build_id: int) -> GroupingRun | 
         return run
     groups = _groups_with_keepers(loaded, found.groups)
     cache.evict(gallery_id)  # a worker keeps no versions open between builds
+    if GroupingRun.objects.filter(build=build).exists():  # another delivery finished first
+        return GroupingRun.objects.get(build=build)
     with transaction.atomic():
         run = GroupingRun.objects.create(
             gallery_id=gallery_id,
