@@ -1,6 +1,7 @@
 """Every model of the app, re-exported: Django and callers find them as gallery.models.X."""
 
-from gallery.models.builds import GroupingRun, IndexBuild
+from gallery.models.builds import GroupingRun, IndexBuild, MapBuild
+from gallery.models.exports import Export
 from gallery.models.galleries import Gallery, GalleryQuerySet, Visibility
 from gallery.models.groups import DuplicateDecision, DuplicateGroup, DuplicateGroupMember
 from gallery.models.images import (
@@ -24,12 +25,14 @@ __all__ = [
     "DuplicateGroup",
     "DuplicateGroupMember",
     "EmbeddingState",
+    "Export",
     "Gallery",
     "GalleryQuerySet",
     "GroupingRun",
     "Image",
     "ImageQuerySet",
     "IndexBuild",
+    "MapBuild",
     "ModerationEvent",
     "ModerationQueueItem",
     "ModerationState",

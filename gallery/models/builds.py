@@ -102,3 +102,33 @@ class GroupingRun(models.Model):
 
     def __str__(self):
         return f"{self.build}: {self.group_count} group(s)"
+
+
+class MapBuild(models.Model):
+    """The 2-D map of one index build: every item's (x, y), laid out by a worker (gallery.analysis.layout).
+
+    The coordinates live in a file beside the build's index files (float32 x, y
+    and the image ids, in the build's item order); this row says how and when
+    they were made.
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    gallery = models.ForeignKey("gallery.Gallery", on_delete=models.CASCADE, related_name="map_builds")
+    build = models.OneToOneField(IndexBuild, on_delete=models.CASCADE, related_name="map")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    method = models.CharField(max_length=12, default="pca")  # pca, umap or tsne (IMAGESEARCH_MAP_METHOD)
+    item_count = models.PositiveIntegerField(default=0)
+    file = models.CharField(max_length=255, blank=True)  # storage name of the coordinates file
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    duration_seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.build}: map ({self.method})"

@@ -62,6 +62,11 @@ class Image(models.Model):
     embedding = models.BinaryField(null=True, blank=True, editable=False)
     embedding_version = models.CharField(max_length=120, blank=True, db_index=True)
     embedded_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # While the site switches backbone (IMAGESEARCH_BACKBONE or its weights changed),
+    # the new version's vector is built here beside the one search serves; the switch
+    # moves it into `embedding` when the gallery's coverage is complete.
+    next_embedding = models.BinaryField(null=True, blank=True, editable=False)
+    next_embedding_version = models.CharField(max_length=120, blank=True, db_index=True)
     # Claim bookkeeping for the worker: a conditional UPDATE sets both, so two
     # deliveries of the same task cannot both embed one image.
     claim_token = models.UUIDField(null=True, blank=True, db_index=True)
