@@ -356,8 +356,19 @@ if IMAGESEARCH_VGG16_WEIGHTS not in {"imagenet", "none"}:
             "or the path of an existing weights file "
             "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)."
         )
-# The embedding model: a short name (vgg16) or the dotted path of a
-# gallery.embedding.backbones.base.Backbone subclass.
+# The other keras.applications backbones, each with its own weights (same policy as VGG16).
+IMAGESEARCH_RESNET50_WEIGHTS = env_str("IMAGESEARCH_RESNET50_WEIGHTS", "imagenet") or "imagenet"
+IMAGESEARCH_INCEPTIONV3_WEIGHTS = env_str("IMAGESEARCH_INCEPTIONV3_WEIGHTS", "imagenet") or "imagenet"
+IMAGESEARCH_MOBILENETV3_WEIGHTS = env_str("IMAGESEARCH_MOBILENETV3_WEIGHTS", "imagenet") or "imagenet"
+for _name in ("IMAGESEARCH_RESNET50_WEIGHTS", "IMAGESEARCH_INCEPTIONV3_WEIGHTS", "IMAGESEARCH_MOBILENETV3_WEIGHTS"):
+    _value = globals()[_name]
+    if _value not in {"imagenet", "none"} and not Path(_value).is_file():
+        raise ImproperlyConfigured(
+            f"{_name}={_value!r}: expected 'imagenet', 'none' or the path of an existing weights file."
+        )
+# The embedding model: vgg16, resnet50, inceptionv3, mobilenetv3, or the dotted
+# path of a gallery.embedding.backbones.base.Backbone subclass. Changing it (or
+# its weights) and restarting switches the site without emptying search.
 IMAGESEARCH_BACKBONE = env_str("IMAGESEARCH_BACKBONE", "vgg16") or "vgg16"
 IMAGESEARCH_EMBED_BATCH_SIZE = env_int("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=256)
 IMAGESEARCH_RANDOM_SEED = env_int("IMAGESEARCH_RANDOM_SEED", 1234)

@@ -14,6 +14,9 @@ from gallery.embedding.backbones.base import Backbone, WeightsUnavailable
 
 BACKBONES = {
     "vgg16": "gallery.embedding.backbones.vgg16.VGG16",
+    "resnet50": "gallery.embedding.backbones.resnet50.ResNet50",
+    "inceptionv3": "gallery.embedding.backbones.inceptionv3.InceptionV3",
+    "mobilenetv3": "gallery.embedding.backbones.mobilenetv3.MobileNetV3",
 }
 
 _lock = threading.Lock()
