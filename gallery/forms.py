@@ -9,8 +9,13 @@ from gallery.search.bands import BANDS
 
 
 class SignupForm(UserCreationForm):
+    # Optional, and used for one thing: the "Forgot password?" link mails a reset link to it.
+    email = forms.EmailField(
+        required=False, help_text="Optional. Only used to send you a link if you forget your password."
+    )
+
     class Meta(UserCreationForm.Meta):
-        fields = ("username",)
+        fields = ("username", "email")
 
 
 class GalleryForm(forms.ModelForm):

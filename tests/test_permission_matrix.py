@@ -67,6 +67,11 @@ def cases(world):
     yield "home", "get", reverse("home"), None, PUBLIC
     yield "signup", "get", reverse("signup"), None, expect(302, 302, 200, 302)
     yield "login", "get", reverse("login"), None, PUBLIC
+    # Password reset (Django's views in the site's templates): open to everyone, revealing nothing.
+    yield "password reset", "get", reverse("password_reset"), None, PUBLIC
+    yield "password reset sent", "get", reverse("password_reset_done"), None, PUBLIC
+    yield "password reset bad link", "get", reverse("password_reset_confirm", args=["MQ", "bad-token"]), None, PUBLIC
+    yield "password reset complete", "get", reverse("password_reset_complete"), None, PUBLIC
     yield "new gallery", "get", reverse("gallery_create"), None, expect(200, 200, LOGIN, 200)
     for slug, who in ((p, PRIVATE), (g, PUBLIC)):
         yield f"gallery {slug}", "get", reverse("gallery_detail", args=[slug]), None, who
