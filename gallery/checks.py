@@ -79,3 +79,22 @@ def reads_written_for_this_django(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def precision_supported(app_configs, **kwargs):
+    # bf16 asked for on a CPU without bfloat16 instructions runs fp32: say so, do not fail.
+    from gallery.embedding.backbones import precision
+
+    error, warning = precision.check_messages()
+    if error:
+        return [Error(error, id="gallery.E004")]
+    if warning:
+        return [
+            Warning(
+                warning,
+                hint="Set IMAGESEARCH_PRECISION=auto (or fp32) on this machine; bf16 needs avx512_bf16 or AMX.",
+                id="gallery.W005",
+            )
+        ]
+    return []

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 # Settings whose change makes what a process has loaded or cached wrong.
 PROCESS_STATE_SETTINGS = {
     "IMAGESEARCH_BACKBONE",
+    "IMAGESEARCH_PRECISION",
     "IMAGESEARCH_VGG16_WEIGHTS",
     "IMAGESEARCH_RESNET50_WEIGHTS",
     "IMAGESEARCH_INCEPTIONV3_WEIGHTS",

@@ -387,6 +387,14 @@ for _name in ("IMAGESEARCH_RESNET50_WEIGHTS", "IMAGESEARCH_INCEPTIONV3_WEIGHTS",
 # path of a gallery.embedding.backbones.base.Backbone subclass. Changing it (or
 # its weights) and restarting switches the site without emptying search.
 IMAGESEARCH_BACKBONE = env_str("IMAGESEARCH_BACKBONE", "vgg16") or "vgg16"
+# Arithmetic of the Keras backbones: auto (bf16 where the CPU has avx512_bf16 or
+# amx_bf16, fp32 elsewhere), fp32, bf16, or int8 (opt-in, its own embedding
+# version). gallery.embedding.backbones.precision resolves it.
+IMAGESEARCH_PRECISION = env_str("IMAGESEARCH_PRECISION", "auto").lower()
+if IMAGESEARCH_PRECISION not in {"auto", "fp32", "bf16", "int8"}:
+    raise ImproperlyConfigured(
+        f"IMAGESEARCH_PRECISION={IMAGESEARCH_PRECISION!r} is not a precision: use one of auto, fp32, bf16, int8."
+    )
 IMAGESEARCH_EMBED_BATCH_SIZE = env_int("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=256)
 IMAGESEARCH_RANDOM_SEED = env_int("IMAGESEARCH_RANDOM_SEED", 1234)
 IMAGESEARCH_INDEX_DIR = Path(env_str("IMAGESEARCH_INDEX_DIR") or VAR_DIR / "index")

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from django.conf import settings
 
+from gallery.embedding.backbones import precision
 from gallery.embedding.backbones.base import Backbone, WeightsUnavailable
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ class KerasBackbone(Backbone):
         # compiled functions are typed as what they are used for.
         self._model: tuple[Any, ModuleType, ModuleType] | None = None  # (model, tf, keras) once built
         self._runners: dict[int, Callable[[npt.NDArray[np.float32]], Any]] = {}  # batch size -> compiled function
+        # fp32, bf16 or int8 (gallery.embedding.backbones.precision); backbones.for_version
+        # pins it to the version an instance embeds in.
+        self.precision = precision.configured()
+
+    def version_id(self) -> str:
+        # bf16 shares fp32's version; int8 vectors have their own (precision.version_suffix).
+        return super().version_id() + precision.version_suffix(self.precision.mode)
 
     def application_kwargs(self) -> dict[str, Any]:
         """Extra arguments for the keras.applications constructor (a subclass may add some)."""
@@ -108,20 +116,15 @@ class KerasBackbone(Backbone):
                     f"{self.weights_file_hint}, or to 'none' for random weights (demo only)."
                 ) from exc
             raise WeightsUnavailable(f"{self.label} weights file {self.weights} could not be loaded: {exc}") from exc
-        return model, tf, keras
+        prepared = precision.prepare(
+            model, self.preprocess, side=self.input_size, resolved=self.precision, label=self.label
+        )
+        return prepared, tf, keras
 
     def _compile(self, model: Any, tf: ModuleType, batch: int) -> Callable[[npt.NDArray[np.float32]], Any]:
         """Trace the whole embedding (preprocess, model, normalisation) for one fixed batch size."""
-        side = self.input_size
-
-        @tf.function(input_signature=[tf.TensorSpec((batch, side, side, 3), tf.float32)])
-        def run(x: Any) -> Any:
-            feats = model(self.preprocess(x), training=False)  # (B, dim)
-            # A tiny floor, not the default 1e-12: with random weights some networks
-            # (MobileNetV3) pool to norms near 1e-9, which the default would not scale to 1.
-            return tf.math.l2_normalize(feats, axis=1, epsilon=1e-30)
-
-        return run
+        # `model` is what precision.prepare made of it: the model, its bf16 twin or an int8 flatbuffer.
+        return precision.compile_embedding(model, self.preprocess, batch=batch, side=self.input_size)
 
     def _runner(self, batch: int) -> Callable[[npt.NDArray[np.float32]], Any]:
         """Return the compiled function for a fixed batch size (the model is built on first use)."""
@@ -157,7 +160,7 @@ class KerasBackbone(Backbone):
             shape = next(s for s in shapes if s >= b)
             if b < shape:
                 chunk = np.concatenate([chunk, np.zeros((shape - b, side, side, 3), np.float32)])  # (shape, S, S, 3)
-            out[start : start + b] = self._runner(shape)(chunk).numpy()[:b]  # (b, dim)
+            out[start : start + b] = np.asarray(self._runner(shape)(chunk))[:b]  # (b, dim)
         return out
 
 
