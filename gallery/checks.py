@@ -98,3 +98,14 @@ def precision_supported(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def map_method_available(app_configs, **kwargs):
+    # The index worker lays maps out; a missing package fails each map with this same reason.
+    from gallery.analysis import layout
+
+    reason = layout.unavailable_reason(settings.IMAGESEARCH_MAP_METHOD)
+    if reason:
+        return [Warning(reason, hint="Maps fail until it is installed.", id="gallery.W004")]
+    return []

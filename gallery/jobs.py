@@ -28,6 +28,7 @@ EMBED_IMAGES = "gallery.tasks.embed_images"
 REBUILD_INDEX = "gallery.tasks.rebuild_index"
 PROBE_COPIES = "gallery.tasks.probe_copies"
 FIND_DUPLICATES = "gallery.tasks.find_duplicates"
+BUILD_MAP = "gallery.tasks.build_map"
 EMBED_QUERY = "gallery.tasks.embed_query"
 # A query's answer comes back on a Redis list of its own, named by the request.
 QUERY_REPLY_PREFIX = "imagesearch:query-reply:"
@@ -113,6 +114,16 @@ def publish_find_duplicates(gallery_id: int, build_id: int) -> bool:
         _task(FIND_DUPLICATES).delay(gallery_id, build_id)
     except Exception:
         logger.warning("could not queue duplicate grouping of gallery %s", gallery_id, exc_info=True)
+        return False
+    return True
+
+
+def publish_build_map(gallery_id: int, build_id: int) -> bool:
+    """Queue the 2-D map of a build. Return False when the broker cannot be reached (beat asks again)."""
+    try:
+        _task(BUILD_MAP).delay(gallery_id, build_id)
+    except Exception:
+        logger.warning("could not queue the map of gallery %s", gallery_id, exc_info=True)
         return False
     return True
 

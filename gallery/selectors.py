@@ -1,6 +1,7 @@
 """Reads for pages: what a person may open, a gallery's status, the home listing."""
 
 from datetime import timedelta
+from typing import NamedTuple
 
 import numpy as np
 from django.db.models import Count, Min, OuterRef, Subquery
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from gallery import access, embedding, vectors
 from gallery.models import DuplicateGroup, EmbeddingState, Gallery, Image, ModerationState, Visibility
+from gallery.models.builds import MapBuild
 from gallery.search import Match, reads
 
 
@@ -38,6 +40,55 @@ def image_for_view(*, user, pk):
     if image is None or not access.can_see(image, user):
         raise Http404("No such image.")
     return image
+
+
+class MapState(NamedTuple):
+    """What the map page can show: `record` is the MapBuild to draw (None: nothing yet), `state` one of
+    ready, updating (an older map while the current build's is laid out), building, failed, no_index;
+    `error` the current build's failure, if any."""
+
+    record: MapBuild | None
+    state: str
+    error: str = ""
+
+
+def gallery_map(*, gallery):
+    """Return the MapState of `gallery`: its current build's map, or the newest ready one meanwhile."""
+    build = gallery.current_build()
+    if build is None:
+        return MapState(None, "no_index")
+    current = MapBuild.objects.filter(build_id=build.pk).first()
+    if current is not None and current.status == MapBuild.Status.READY:
+        return MapState(current, "ready")
+    # The previous build's files are kept beside the current one's (services.indexing): its map still opens.
+    older = (
+        MapBuild.objects.filter(gallery=gallery, status=MapBuild.Status.READY)
+        .exclude(build_id=build.pk)
+        .select_related("build")
+        .order_by("-build__version")
+        .first()
+    )
+    if current is not None:
+        return MapState(older, "failed", current.error)
+    return MapState(older, "updating" if older else "building")
+
+
+def map_visible_ids(*, user, gallery):
+    """(V,) int64 sorted: the pks of `gallery`'s images `user` may see on its map (embedded, not rejected, visible)."""
+    rows = Image.objects.searchable().visible_to(user).filter(gallery=gallery).order_by("pk")
+    return np.fromiter(rows.values_list("pk", flat=True).iterator(chunk_size=20000), dtype=np.int64)
+
+
+def map_names(*, user, gallery, ids):
+    """{pk: name} of the images among `ids` that `user` may see on `gallery`'s map."""
+    rows = Image.objects.searchable().visible_to(user).filter(gallery=gallery, pk__in=list(ids))
+    return dict(rows.values_list("pk", "original_name"))
+
+
+def visible_images_in_order(*, user, gallery, ids):
+    """The images of `gallery` among `ids` that `user` may see, in the order of `ids` (others left out)."""
+    found = {image.pk: image for image in gallery.images.visible_to(user).filter(pk__in=list(ids)).defer("embedding")}
+    return [found[pk] for pk in ids if pk in found]
 
 
 def _with_cover(galleries, user):

@@ -49,6 +49,7 @@ def rebuild_index(gallery_id):
         build = services.gallery_rebuild_index(gallery_id=gallery_id)
     if build is None:
         return None
+    jobs.publish_build_map(gallery_id, build.pk)
     jobs.publish_find_duplicates(gallery_id, build.pk)
     if services.probes_wanted(gallery_id=gallery_id):
         jobs.publish_probes(gallery_id)
@@ -79,6 +80,13 @@ def find_duplicates(gallery_id, build_id):
     return None if run is None else run.group_count
 
 
+@shared_task(name=jobs.BUILD_MAP, acks_late=True, autoretry_for=(OSError,), retry_backoff=10, max_retries=3)
+def build_map(gallery_id, build_id):
+    """Lay out one build in 2-D for the map page (once per build; skipped once the build is superseded)."""
+    record = services.gallery_build_map(gallery_id=gallery_id, build_id=build_id)
+    return None if record is None else record.status
+
+
 @shared_task(name="gallery.tasks.rebuild_stale_indexes")
 def rebuild_stale_indexes():
     """Queue one rebuild per gallery whose index is out of date, and the grouping of builds that missed it (run by beat)."""
@@ -88,6 +96,9 @@ def rebuild_stale_indexes():
     ungrouped = Gallery.objects.filter(current_index__isnull=False, current_index__grouping__isnull=True)
     for gallery_id, build_id in ungrouped.exclude(pk__in=ids).values_list("pk", "current_index_id")[:100]:
         jobs.publish_find_duplicates(gallery_id, build_id)
+    unmapped = Gallery.objects.filter(current_index__isnull=False, current_index__map__isnull=True)
+    for gallery_id, build_id in unmapped.exclude(pk__in=ids).values_list("pk", "current_index_id")[:100]:
+        jobs.publish_build_map(gallery_id, build_id)
     return ids
 
 

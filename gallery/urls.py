@@ -1,12 +1,15 @@
 from django.urls import include, path
 
+from gallery.api import maps as api_maps
 from gallery.api import views as api
 from gallery.views import duplicates, media, pages, results
+from gallery.views import maps as map_views
 
 api_urlpatterns = [
     path("images/<int:pk>/similar", api.similar, name="api_similar"),
     path("galleries/<slug:slug>/search", api.search_gallery, name="api_search"),
     path("galleries/<slug:slug>/status", api.status, name="api_status"),
+    path("galleries/<slug:slug>/similar", api_maps.similar_many, name="api_similar_many"),
     path("galleries/<slug:slug>/images", api.upload, name="api_upload"),
     path("galleries/<slug:slug>/duplicates", api.duplicates, name="api_duplicates"),
     path("galleries/<slug:slug>/duplicates/resolve", api.duplicates_resolve_all, name="api_duplicates_resolve_all"),
@@ -39,6 +42,10 @@ urlpatterns = [
     path("g/<slug:slug>/trash/purge/", duplicates.trash_purge, name="gallery_trash_purge"),
     path("g/<slug:slug>/trash/<int:pk>/thumb", duplicates.trash_thumbnail, name="gallery_trash_thumb"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
+    path("g/<slug:slug>/map/", map_views.gallery_map, name="gallery_map"),
+    path("g/<slug:slug>/map/points.bin", map_views.gallery_map_points, name="gallery_map_points"),
+    path("g/<slug:slug>/map/names.json", map_views.gallery_map_names, name="gallery_map_names"),
+    path("g/<slug:slug>/similar/", map_views.gallery_similar_many, name="gallery_similar_many"),
     path("g/<slug:slug>/search/", results.gallery_search, name="gallery_search"),
     path("g/<slug:slug>/search/<str:token>/", results.gallery_search_results, name="gallery_search_results"),
     path("i/<int:pk>/", pages.image_detail, name="image_detail"),

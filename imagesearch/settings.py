@@ -408,6 +408,13 @@ if IMAGESEARCH_TARGET_RECALL > 1.0:
 IMAGESEARCH_COPY_PROBES = env_int("IMAGESEARCH_COPY_PROBES", 24, minimum=0, maximum=1000)
 # Days a trashed image stays restorable before beat deletes it and its files for good.
 IMAGESEARCH_TRASH_DAYS = env_int("IMAGESEARCH_TRASH_DAYS", 30, minimum=1, maximum=3650)
+# How the index worker lays a gallery out in 2-D after each build (gallery.analysis.layout):
+# pca (fast, deterministic), umap (needs umap-learn) or tsne (needs scikit-learn).
+IMAGESEARCH_MAP_METHOD = env_str("IMAGESEARCH_MAP_METHOD", "pca").lower()
+if IMAGESEARCH_MAP_METHOD not in {"pca", "umap", "tsne"}:
+    raise ImproperlyConfigured("IMAGESEARCH_MAP_METHOD must be 'pca', 'umap' or 'tsne'.")
+# Images one multi-image query may name (positives and negatives together).
+IMAGESEARCH_MAX_QUERY_IMAGES = env_int("IMAGESEARCH_MAX_QUERY_IMAGES", 100, minimum=1, maximum=1000)
 IMAGESEARCH_INDEX_REBUILD_SECONDS = env_float("IMAGESEARCH_INDEX_REBUILD_SECONDS", 30.0, minimum=1.0)
 IMAGESEARCH_RECONCILE_SECONDS = env_float("IMAGESEARCH_RECONCILE_SECONDS", 60.0, minimum=1.0)
 # An image left in pending/processing longer than this is queued again.
@@ -454,6 +461,7 @@ CELERY_TASK_ROUTES = {
     "gallery.tasks.rebuild_index": {"queue": "index"},
     "gallery.tasks.probe_copies": {"queue": "embed"},
     "gallery.tasks.find_duplicates": {"queue": "index"},
+    "gallery.tasks.build_map": {"queue": "index"},
     "gallery.tasks.embed_query": {"queue": "query"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -2,6 +2,7 @@
 
     from gallery import search
     search.similar_to_image(user=..., image=..., k=12)
+    search.similar_to_images(user=..., gallery=..., positives=[1, 2], negatives=[3])  # several images
     search.search_vector(user=..., gallery=..., vector=...)   # an outside image's vector
     search.similar_results(..., counts=True)                    # the page, with counts per band
     search.exact_search(gallery=..., vectors=..., k=10)        # the brute-force reference
@@ -16,10 +17,12 @@ quality (exact reference, recall).
 
 from gallery.search.engine import Match, Results, search_results, search_vector, similar_results
 from gallery.search.engine import similar_images as similar_to_image
+from gallery.search.multi import QueryImagesError, similar_to_images
 from gallery.search.quality import exact_search, index_recall
 
 __all__ = [
     "Match",
+    "QueryImagesError",
     "Results",
     "exact_search",
     "index_recall",
@@ -27,4 +30,5 @@ __all__ = [
     "search_vector",
     "similar_results",
     "similar_to_image",
+    "similar_to_images",
 ]

@@ -515,6 +515,11 @@ def image_hashes(image: Image) -> tuple[int, int] | None:
     return image.phash, image.phash_mirror
 
 
+def indexed_vector(image: Image) -> npt.NDArray[np.float32] | None:
+    """The image's vector as its gallery's current index holds it, or None (then read its row): _indexed_vector."""
+    return _indexed_vector(image)
+
+
 def _indexed_vector(image: Image) -> npt.NDArray[np.float32] | None:
     """Return the image's vector as its gallery's current index holds it, or None.
 

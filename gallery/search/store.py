@@ -219,6 +219,11 @@ def _storage_is_local_cache() -> bool:
     return not settings.S3_BUCKET
 
 
+def storage_is_local_cache() -> bool:
+    """True when the index directory is itself the published copy (no S3): nothing to upload or fetch."""
+    return _storage_is_local_cache()
+
+
 def _publish(local_path: Path, remote_name: str) -> None:
     if _storage_is_local_cache():
         return

@@ -28,6 +28,7 @@ from gallery.services.galleries import (
     gallery_update,
 )
 from gallery.services.indexing import gallery_rebuild_index, index_is_stale
+from gallery.services.maps import gallery_build_map
 from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
 from gallery.services.probes import gallery_probe_copies, probes_wanted
 from gallery.services.trash import (
@@ -62,6 +63,7 @@ __all__ = [
     "ResolveError",
     "Restored",
     "files_compare",
+    "gallery_build_map",
     "gallery_find_duplicates",
     "group_resolve",
     "groups_resolve_all",
