@@ -8,8 +8,18 @@ from django.db.models import Count, Min, OuterRef, Subquery
 from django.http import Http404
 from django.utils import timezone
 
-from gallery import access, embedding, vectors
-from gallery.models import DuplicateGroup, EmbeddingState, Gallery, Image, ModerationState, Visibility
+from gallery import access, vectors
+from gallery.models import (
+    DuplicateGroup,
+    EmbeddingState,
+    Export,
+    Gallery,
+    GroupingRun,
+    Image,
+    IndexBuild,
+    ModerationState,
+    Visibility,
+)
 from gallery.models.builds import MapBuild
 from gallery.search import Match, reads
 
@@ -164,7 +174,8 @@ def index_search_mode(build):
     with the fixed rule). recall: recall@10 measured at build time, None when
     not measured (too few items, or a build before calibration); 1.0 for a scan.
     """
-    if build is None or not build.item_count or build.embedding_version != embedding.version():
+    # A gallery serves its build's version (embedding.served_version), the previous one during a switch.
+    if build is None or not build.item_count:
         return {"mode": "exact", "recall": None}
     if build.exact:
         return {"mode": "exact", "recall": build.recall}
@@ -178,8 +189,6 @@ def search_summary(build):
     """
     if build is None:
         return None  # nothing indexed yet: the index chip says so
-    if build.embedding_version != embedding.version():
-        return f"Search: exact until index v{build.version} is rebuilt for the current model"
     if not build.item_count:
         return "Search: exact (the index is empty)"
     if build.exact:

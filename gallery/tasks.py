@@ -89,8 +89,13 @@ def build_map(gallery_id, build_id):
 
 @shared_task(name="gallery.tasks.rebuild_stale_indexes")
 def rebuild_stale_indexes():
-    """Queue one rebuild per gallery whose index is out of date, and the grouping of builds that missed it (run by beat)."""
+    """Queue one rebuild per gallery whose index is out of date, and the grouping of builds that missed it (run by beat).
+
+    Out of date includes a gallery whose switch to the active backbone can flip
+    (every image has its next vector): that rebuild makes the new version current.
+    """
     ids = list(Gallery.objects.filter(index_dirty=True).values_list("pk", flat=True))
+    ids += [pk for pk in services.galleries_ready_to_switch() if pk not in ids]
     for gallery_id in ids:
         jobs.publish_rebuild(gallery_id)
     ungrouped = Gallery.objects.filter(current_index__isnull=False, current_index__grouping__isnull=True)

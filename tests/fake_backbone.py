@@ -43,3 +43,15 @@ class FakeBackbone(Backbone):
         x = self.preprocess(np.stack(arrays).astype(np.float32))  # (B, 192)
         feats = x @ self.projection + 1e-3  # (B, 512); the offset keeps a flat grey image off the origin
         return (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float32)
+
+
+class FakeBackboneB(FakeBackbone):
+    """A second version for switch tests: another pipeline, 256-wide vectors, its own projection."""
+
+    name = "fakeb"
+    dim = 256
+    pipeline_id = "fakeb-blockmean8-randproj256"
+
+    def __init__(self, *, weights, seed):
+        super().__init__(weights=weights, seed=seed + 7)
+        self.seed = seed  # the version names the configured seed, as every backbone's does

@@ -54,7 +54,7 @@ def search_gallery(request, slug):
     if upload is None:
         return JsonResponse({"error": "Send the query image as the multipart field 'image'."}, status=400)
     try:
-        query, data = embed_query_file(upload)
+        query, data = embed_query_file(upload, gallery=gallery)
     except QueryImageError as exc:
         return JsonResponse({"error": str(exc)}, status=query_error_status(exc))
     stored = outside_queries.outside_query_create(

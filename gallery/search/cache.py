@@ -44,7 +44,7 @@ def load(ref: store.Ref) -> store.Loaded:
         if loaded is not None:
             return loaded
         try:
-            loaded = store.open_version(ref, embedding.dim())
+            loaded = store.open_version(ref, ref.dim or embedding.dim())
         except Missing as exc:
             with _lock:
                 _broken[key] = (time.monotonic() + MISSING_RETRY_SECONDS, str(exc))

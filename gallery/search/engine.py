@@ -198,7 +198,7 @@ def search_results(
     k = k or settings.IMAGESEARCH_DEFAULT_K
     want = offset + k
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)  # (D,)
-    version = embedding.version()
+    version = embedding.served_version(gallery)  # during a switch: the previous version, until the flip
     sees_all = access.sees_every_image(user, gallery)
     if not sees_all and gallery.visibility != Visibility.PUBLIC:
         return Results([])
@@ -489,6 +489,8 @@ def similar_results(
     """Return search_results for the images of the same gallery nearest `image`, excluding itself."""
     if image.embedding_state != EmbeddingState.READY:
         return Results([])
+    if image.embedding_version != embedding.served_version(image.gallery):
+        return Results([])  # a vector of another version cannot be compared with the gallery's (a switch)
     vec = _indexed_vector(image)
     if vec is None:
         vec = image.vector

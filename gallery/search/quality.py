@@ -27,8 +27,9 @@ def _exact(
     gallery: Gallery, vectors: npt.ArrayLike, k: int, exclude_ids: Sequence[int] | None
 ) -> list[tuple[list[int], list[float]]]:
     """Return, per query, (pks, distances) of the k nearest searchable images, nearest first."""
-    queries = np.asarray(vectors, dtype=np.float32).reshape(-1, embedding.dim())  # (Q, D)
-    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
+    version = embedding.served_version(gallery)
+    queries = np.asarray(vectors, dtype=np.float32).reshape(-1, embedding.dim_of(version))  # (Q, D)
+    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=version)
     extra = 0 if exclude_ids is None else 1
     pks, dist = exact_scan(rows, queries, k + extra)
     result: list[tuple[list[int], list[float]]] = []
@@ -47,7 +48,8 @@ def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int 
     a served image as near as the true k-th (within calibration.TIE, float
     rounding) counting as found, as the build's own calibration counts it.
     """
-    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=embedding.version())
+    version = embedding.served_version(gallery)
+    rows = Image.objects.searchable().filter(gallery=gallery, embedding_version=version)
     pks = np.array(rows.order_by("pk").values_list("pk", flat=True), dtype=np.int64)  # (N,)
     build = gallery.current_build()
     info: dict[str, int | float | None] = {
@@ -63,7 +65,7 @@ def index_recall(*, gallery: Gallery, sample: int = 200, k: int = 10, seed: int 
     drawn = np.random.default_rng(seed).choice(pks, size=min(sample, len(pks)), replace=False)  # (S,)
     found = dict(rows.filter(pk__in=drawn.tolist()).values_list("pk", "embedding"))
     chosen = [int(pk) for pk in drawn if int(pk) in found]
-    queries = matrix([found[pk] for pk in chosen], embedding.dim())  # (S, D)
+    queries = matrix([found[pk] for pk in chosen], embedding.dim_of(version))  # (S, D)
     truth = _exact(gallery, queries, k, chosen)
     recalls: list[float] = []
     for pk, vec, (exact, far) in zip(chosen, queries, truth, strict=True):

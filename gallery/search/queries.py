@@ -50,25 +50,33 @@ def _unavailable(reason: str) -> QueryUnavailable:
     return QueryUnavailable(f"Search with a picture is unavailable: {reason}")
 
 
-def outside_vector(data: bytes, *, in_process: bool = False) -> QueryVector:
+def outside_vector(data: bytes, *, version: str | None = None, in_process: bool = False) -> QueryVector:
     """Decode and embed an outside picture. Raise QueryImageError (or QueryUnavailable) with a readable reason.
 
-    `in_process` embeds here rather than through the query worker (a command-line process that may load the model).
+    `version` is the embedding version to embed in: the one the searched gallery
+    serves (gallery.embedding.served_version), which during a switch of backbone
+    is the previous one; default the active version. `in_process` embeds here
+    rather than through the query worker (a command-line process that may load the model).
     """
+    version = version or embedding.version()
     try:
         imaging.inspect(data, settings.IMAGESEARCH_MAX_PIXELS)
-        arr = imaging.model_input(data, embedding.input_size())  # (S, S, 3) float32 in 0..255
+        arr = imaging.model_input(data, embedding.input_size_of(version))  # (S, S, 3) float32 in 0..255
         hashes = imaging.hashes_of(data)
     except imaging.InvalidImage as exc:
         raise QueryImageError(str(exc)) from None
     if in_process or settings.CELERY_TASK_ALWAYS_EAGER or settings.IMAGESEARCH_QUERY_IN_PROCESS:
         try:
-            return QueryVector(embedding.embed_batch([arr])[0], embedding.version(), hashes)  # (D,)
+            return QueryVector(embedding.embed_batch_as(version, [arr])[0], version, hashes)  # (D,)
         except embedding.WeightsUnavailable as exc:
             raise _unavailable(str(exc)) from None
     # Exact: model_input's values are those of a resized 8-bit image, whole numbers in 0..255.
     pixels = arr.astype(np.uint8)  # (S, S, 3), 150 KB at 224
-    payload = {"shape": list(pixels.shape), "pixels": base64.b64encode(pixels.tobytes()).decode("ascii")}
+    payload = {
+        "shape": list(pixels.shape),
+        "pixels": base64.b64encode(pixels.tobytes()).decode("ascii"),
+        "version": version,
+    }
     timeout = settings.IMAGESEARCH_QUERY_TIMEOUT_SECONDS
     try:
         answer = jobs.ask_query_worker(payload, timeout=timeout)
@@ -76,7 +84,6 @@ def outside_vector(data: bytes, *, in_process: bool = False) -> QueryVector:
         raise _unavailable(f"{exc} Try again in a moment; if this persists, the query worker is not running.") from None
     if "error" in answer:
         raise _unavailable(answer["error"])
-    version = embedding.version()
     if answer["version"] != version:
         raise _unavailable(
             f"the query worker embeds with {answer['version']}, this server with {version} (restart one of them)."
@@ -88,9 +95,11 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
     """Embed a query worker's payload (from outside_vector); return the answer for the waiting request."""
     shape = tuple(payload["shape"])
     pixels = np.frombuffer(base64.b64decode(payload["pixels"]), dtype=np.uint8).reshape(shape)  # (S, S, 3)
+    # A payload without a version comes from a web process started before switches existed.
+    version = payload.get("version") or embedding.version()
     started = time.perf_counter()
     try:
-        vector = embedding.embed_batch([pixels.astype(np.float32)])[0]  # (D,)
+        vector = embedding.embed_batch_as(version, [pixels.astype(np.float32)])[0]  # (D,)
     except embedding.WeightsUnavailable as exc:
         logger.error("%s", exc)
         return {"error": str(exc)}
@@ -98,7 +107,7 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
     logger.info("query embedded in %.0f ms", seconds * 1000)
     return {
         "vector": base64.b64encode(vectors.pack(vector)).decode("ascii"),
-        "version": embedding.version(),
+        "version": version,
         "seconds": round(seconds, 4),
     }
 
@@ -134,7 +143,7 @@ def stored_query(*, gallery: Gallery, token: str) -> OutsideQuery:
         raise StoredQueryGone("This search has expired: its link is valid for a limited time.")
     if query.gallery_id != gallery.pk:  # a link of another gallery, under this one's slug
         raise StoredQueryMissing("This search link is not valid: it belongs to another gallery.")
-    if query.embedding_version != embedding.version():
+    if query.embedding_version != embedding.served_version(gallery):
         raise StoredQueryGone(
             "This search was made with an earlier version of the model, whose results cannot be compared "
             "with today's images."

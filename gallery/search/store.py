@@ -48,6 +48,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from gallery import embedding
 from gallery.search import ann, projection
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Ref:
     exact: bool = False  # scan the stored vectors, not the forest
     search_k: int = 0  # 0: ann.search_k_for()'s fixed rule
     pool: int = 0
+    dim: int = 0  # width of its vectors (its embedding version's); 0: the active backbone's
 
 
 def ref_for(build: IndexBuild) -> Ref:
@@ -103,6 +105,8 @@ def ref_for(build: IndexBuild) -> Ref:
         exact=build.exact,
         search_k=build.search_k,
         pool=build.pool,
+        # During a switch the served build is of another backbone, maybe of another width.
+        dim=embedding.dim_of(build.embedding_version) if build.embedding_version else 0,
     )
 
 

@@ -27,7 +27,13 @@ from gallery.services.galleries import (
     gallery_rebuild_request,
     gallery_update,
 )
-from gallery.services.indexing import gallery_rebuild_index, index_is_stale
+from gallery.services.indexing import (
+    galleries_ready_to_switch,
+    gallery_rebuild_index,
+    index_is_stale,
+    switch_coverage,
+    switch_ready,
+)
 from gallery.services.maps import gallery_build_map
 from gallery.services.moderation import image_moderate, images_autoflag, images_moderate
 from gallery.services.probes import gallery_probe_copies, probes_wanted
@@ -81,6 +87,7 @@ __all__ = [
     "delete_files",
     "gallery_create",
     "gallery_delete",
+    "galleries_ready_to_switch",
     "gallery_rebuild_index",
     "gallery_rebuild_request",
     "gallery_probe_copies",
@@ -99,4 +106,6 @@ __all__ = [
     "images_retry",
     "images_upload",
     "index_is_stale",
+    "switch_coverage",
+    "switch_ready",
 ]

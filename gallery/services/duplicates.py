@@ -9,6 +9,7 @@ back as it was, while a new look-alike of it still does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -23,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 
-from gallery import vectors
+from gallery import embedding, vectors
 from gallery.analysis import duplicates
 from gallery.embedding import imaging
 from gallery.models import (
@@ -418,6 +419,8 @@ def files_compare(
     `content_limit` files (None: all). Without the model (no query worker, no
     weights) the rest are compared by hash alone, and the note says why.
     """
+    if embed is queries.outside_vector:  # in the version the gallery serves (the previous one during a switch)
+        embed = functools.partial(queries.outside_vector, version=embedding.served_version(gallery))
     lookup = HashLookup(gallery)
     out: list[Comparison] = []
     note = ""

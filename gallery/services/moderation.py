@@ -67,8 +67,11 @@ def images_autoflag(*, gallery_id: int, image_ids: Iterable[int] | None = None) 
     threshold = settings.IMAGESEARCH_AUTOFLAG_DISTANCE
     if threshold <= 0:
         return []
-    version = embedding.version()
-    dim = embedding.dim()
+    gallery = Gallery.objects.filter(pk=gallery_id).first()
+    if gallery is None:
+        return []
+    version = embedding.served_version(gallery)  # during a switch, the vectors search compares
+    dim = embedding.dim_of(version)
     ready = Image.objects.filter(gallery_id=gallery_id, embedding_state=EmbeddingState.READY, embedding_version=version)
     # READY rows are embedded: their vector is never NULL.
     rejected = cast(

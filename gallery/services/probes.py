@@ -12,6 +12,7 @@ import logging
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError
+from django.db.models import Q
 
 from gallery import embedding, vectors
 from gallery.embedding import imaging
@@ -33,7 +34,8 @@ def probes_wanted(*, gallery_id: int) -> bool:
         return False
     return (
         Image.objects.searchable()
-        .filter(gallery_id=gallery_id, embedding_version=version)
+        .filter(gallery_id=gallery_id)
+        .filter(Q(embedding_version=version) | Q(next_embedding_version=version))
         .exclude(pk__in=have)
         .exists()
     )
@@ -55,9 +57,12 @@ def gallery_probe_copies(*, gallery_id: int) -> int:
     if room <= 0:
         return 0
     # sha256 order: a sample spread over the gallery, the same on every run.
+    # During a switch the probes are of the active version, against the images' next vectors:
+    # the flip's build fits its bands from them.
     candidates = (
         Image.objects.searchable()
-        .filter(gallery_id=gallery_id, embedding_version=version)
+        .filter(gallery_id=gallery_id)
+        .filter(Q(embedding_version=version) | Q(next_embedding_version=version))
         .exclude(pk__in=probed)
         .order_by("sha256")[:room]
     )
@@ -76,7 +81,7 @@ def gallery_probe_copies(*, gallery_id: int) -> int:
             logger.info("gallery %s: no copies of image %s (%s)", gallery_id, image.pk, exc)
             continue
         vecs = embedding.embed_batch(inputs)  # (6, D); WeightsUnavailable propagates: nothing written for it
-        original = vectors.unpack(image.embedding)
+        original = vectors.unpack(image.embedding if image.embedding_version == version else image.next_embedding)
         distances = 1.0 - vecs @ original  # (6,)
         hash_d = bands.hash_distances((image.phash, image.phash_mirror), np.asarray(hashes, dtype=np.int64))
         rows.extend(
@@ -102,12 +107,14 @@ def gallery_probe_copies(*, gallery_id: int) -> int:
     return len(rows)
 
 
-def gallery_probes(*, gallery_id: int, ids: np.ndarray, matrix: np.ndarray) -> list[bands.Probe]:
-    """Return the gallery's probes of the current embedding version whose original is among `ids` ((N,) sorted)."""
+def gallery_probes(
+    *, gallery_id: int, ids: np.ndarray, matrix: np.ndarray, version: str | None = None
+) -> list[bands.Probe]:
+    """Return the gallery's probes of `version` (default the active one) whose original is among `ids` ((N,) sorted)."""
     out: list[bands.Probe] = []
-    rows = CopyProbe.objects.filter(gallery_id=gallery_id, embedding_version=embedding.version()).values_list(
-        "image_id", "vector", "hash_distance"
-    )
+    rows = CopyProbe.objects.filter(
+        gallery_id=gallery_id, embedding_version=version or embedding.version()
+    ).values_list("image_id", "vector", "hash_distance")
     for image_id, blob, hash_distance in rows:
         at = int(np.searchsorted(ids, image_id))
         if at < len(ids) and ids[at] == image_id:

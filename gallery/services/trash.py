@@ -80,11 +80,16 @@ class Restored:
 def trash_restore(*, item: TrashedImage) -> Restored:
     """Put a trashed image back in its gallery (a new id); its embedding is reused when still current.
 
-    A picture uploaded again meanwhile stays as it is: the trash row is kept
-    and the message says where the picture is.
+    Current means of the version the gallery serves: during a switch the image
+    comes back searchable and is queued for its next vector (the trash keeps no
+    next vector); a vector of any other version is embedded again. A picture
+    uploaded again meanwhile stays as it is: the trash row is kept and the
+    message says where the picture is.
     """
-    current = embedding.version()
+    gallery = Gallery.objects.get(pk=item.gallery_id)
+    current = embedding.served_version(gallery)
     ready = item.embedding is not None and item.embedding_version == current
+    switching = ready and current != embedding.version()
     image = Image(
         gallery_id=item.gallery_id,
         file=item.file,
@@ -111,8 +116,8 @@ def trash_restore(*, item: TrashedImage) -> Restored:
             Image.objects.filter(pk=image.pk).update(created_at=item.uploaded_at)  # back in its place in the grid
             item.delete()
             Gallery.objects.filter(pk=image.gallery_id).mark_index_stale()
-            if not ready:
-                jobs.queue_embedding([image.pk])
+            if not ready or switching:
+                jobs.queue_embedding([image.pk])  # the embed task writes its next vector when only that is missing
     except IntegrityError:
         existing = Image.objects.filter(gallery_id=item.gallery_id, sha256=item.sha256).first()
         where = f"“{existing.original_name}”" if existing else "another image"

@@ -19,6 +19,7 @@ from gallery.embedding import imaging, pipeline
 from gallery.models import EmbeddingState, Gallery, Image, ModerationState
 from gallery.services.duplicates import HashLookup, LookAlike
 from gallery.services.galleries import delete_files
+from gallery.services.indexing import switch_ready
 from gallery.services.moderation import images_autoflag
 
 if TYPE_CHECKING:
@@ -207,10 +208,16 @@ def images_embed(*, image_ids: Iterable[int]) -> int:
     Return the number of images made ready. Safe to run twice. Raise OSError on
     storage trouble (gallery.embedding.pipeline.embed).
     """
+    image_ids = list(image_ids)
     done, claimed = pipeline.embed(image_ids)
     for gallery_id, pks in claimed.items():
         Gallery.objects.filter(pk=gallery_id).mark_index_stale()
         images_autoflag(gallery_id=gallery_id, image_ids=pks)
+    # During a switch the same ids may name ready images waiting for their next vector.
+    switched = pipeline.embed_next(image_ids)
+    for gallery_id in set(switched) | set(claimed):
+        if switch_ready(gallery_id=gallery_id):
+            jobs.publish_rebuild(gallery_id)  # the flip; beat queues it too if this is lost
     return done
 
 

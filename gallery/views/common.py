@@ -5,6 +5,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.urls import reverse
 
+from gallery import embedding
 from gallery.search import queries
 from gallery.search.queries import QueryImageError, QueryUnavailable
 
@@ -22,12 +23,16 @@ __all__ = [
 K_CHOICES = [6, 12, 24, 48, 100]
 
 
-def embed_query_file(upload):
-    """Return (QueryVector, the file's bytes) of an outside picture. Raise QueryImageError with a readable reason."""
+def embed_query_file(upload, *, gallery=None):
+    """Return (QueryVector, the file's bytes) of an outside picture. Raise QueryImageError with a readable reason.
+
+    Embedded in the version `gallery` serves (the previous one during a switch of backbone).
+    """
     if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
         raise QueryImageError(f"The file is too large (limit {settings.IMAGESEARCH_MAX_UPLOAD_BYTES // 1048576} MB).")
     data = upload.read()
-    return queries.outside_vector(data), data
+    version = embedding.served_version(gallery) if gallery is not None else None
+    return queries.outside_vector(data, version=version), data
 
 
 def query_error_status(exc):

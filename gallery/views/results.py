@@ -99,7 +99,7 @@ def gallery_search(request, slug):
     if error is None:  # the picture is embedded only for a search that can run
         upload = form.cleaned_data["image"]
         try:
-            vector, data = embed_query_file(upload)
+            vector, data = embed_query_file(upload, gallery=gallery)
         except QueryImageError as exc:
             error, status = str(exc), query_error_status(exc)
         else:

@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
 
-from gallery import jobs, services
+from gallery import embedding, jobs, services
 from gallery.models import Gallery, Image
 from gallery.search import queries
 
@@ -156,7 +156,8 @@ class Command(BaseCommand):
             gallery=gallery,
             files=read(),
             max_pixels=settings.IMAGESEARCH_MAX_PIXELS,
-            embed=lambda data: queries.outside_vector(data, in_process=True),  # this process loads the model
+            # This process loads the model, of the version the gallery serves.
+            embed=lambda data: queries.outside_vector(data, version=embedding.served_version(gallery), in_process=True),
         )
         results = compared.results
         counts = Counter(r.status for r in results)
