@@ -1,26 +1,39 @@
-"""Embedding throughput, measured on real JPEGs in one run, as ratios against baselines.
+"""Embedding throughput and reduced precision, measured in one run, as ratios against baselines.
 
-    .venv/bin/python bench/embed.py [--limit 200] [--data ../shared/data/corel1k] [--rss 1000]
+    .venv/bin/python bench/embed.py [--limit 128] [--data generated|FOLDER] [--precisions fp32,bf16,int8]
+                                    [--rounds 2] [--loop-limit 32] [--rss 1000]
+
+For each precision (IMAGESEARCH_PRECISION; the model is rebuilt and traced
+outside the timed part), alternating the order round by round, medians reported:
 
 (1) ingest:   the product path end to end: services.images_embed on stored images
-              (read from storage, decode + preprocess on a thread, batched VGG16, vectors
+              (read from storage, decode ahead on a thread, batched embedding, vectors
               written to a real database), in the task-sized chunks a worker receives.
-(2) loop:     the textbook loop: keras load_img + preprocess_input + model.predict, once per image.
-(3) model:    embedding.embed_batch alone on pre-decoded (N, 224, 224, 3) arrays.
-(4) ceiling:  a large numpy float32 matrix product's GFLOP/s / 30.9 GFLOP per VGG16 forward.
+(3) model:    embedding.embed_batch alone on pre-decoded (N, S, S, 3) arrays.
+Once:
+(2) loop:     the textbook loop: keras load_img + preprocess_input + model.predict, once per image (fp32).
+(4) ceiling:  the GFLOP/s of a large TensorFlow matrix product in bfloat16 and in float32
+              (and numpy's float32 BLAS), divided by the model's GFLOP per image, counted
+              from its convolution and dense layers.
+(5) fidelity: the vectors ingest stored at each precision against fp32's: the share of
+              each image's 10 nearest neighbours (cosine) that are the same, and the
+              cosine between an image's two vectors.
 --rss N:      a real `celery worker` (solo pool, embed queue, as `make worker`) while
               `import_images` loads N images; its peak resident memory (VmHWM) and rate.
 
-The database is a fresh test database (SQLite in a temporary folder, or test_<name>
-on the server named by DATABASE_URL), destroyed at the end. The model runs with
-seeded random weights unless IMAGESEARCH_VGG16_WEIGHTS says otherwise: the cost of
-a forward pass does not depend on the weights' values.
+--data generated (the default) draws the pictures with tests/imagegen (scenes of shapes
+on gradients, 640x480 JPEGs); a folder uses its JPEGs. The database is a fresh test
+database (SQLite in a temporary folder, or test_<name> on the server named by
+DATABASE_URL), destroyed at the end. The model runs with seeded random weights unless
+IMAGESEARCH_VGG16_WEIGHTS says otherwise: the cost of a forward pass does not depend on
+the weights' values.
 """
 
 import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,14 +44,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Import from the project root, not from bench/: a script there must not shadow a stdlib module.
 sys.path[0] = str(ROOT)
-VGG16_GFLOP = 30.9  # multiply-adds x 2 of the 13 conv layers at 224x224 (the head is not run)
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "corel1k"))
-    p.add_argument("--limit", type=int, default=200, help="images for (1)-(3) (default 200)")
-    p.add_argument("--loop-limit", type=int, default=None, help="images for the per-image loop (default: --limit)")
+    p.add_argument("--data", default="generated", help="'generated' (default) or a folder of JPEGs")
+    p.add_argument("--limit", type=int, default=128, help="images for (1), (3) and (5) (default 128)")
+    p.add_argument("--loop-limit", type=int, default=32, help="images for the per-image loop (default 32)")
+    p.add_argument("--precisions", default="fp32,bf16,int8", help="IMAGESEARCH_PRECISION values to compare")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per precision (default 2)")
     p.add_argument("--batch-size", type=int, default=None, help="IMAGESEARCH_EMBED_BATCH_SIZE for this run")
     p.add_argument("--sweep", default="", help="also time (3) at these batch sizes, e.g. 4,8,16,32")
     p.add_argument("--threads", default="", help="INTRA,INTER TensorFlow threads instead of the product's choice")
@@ -74,20 +88,74 @@ def setup_django(args, tmp):
     return connection, old_name
 
 
-def ceiling():
-    """Return the best GFLOP/s of a 4096^3 float32 matrix product (numpy's BLAS)."""
+def generate(folder, n):
+    """Write n generated 640x480 JPEGs (tests/imagegen scenes, 8 'classes' of seeds) under folder."""
+    from tests import imagegen
+
+    for i in range(n):
+        dest = folder / f"class{i % 8}" / f"scene{i:05d}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(imagegen.encode(imagegen.scene(i, size=(640, 480)), quality=90))
+    return folder
+
+
+def matmul_gflops(dtype, n=4096, repeats=5):
+    """Return the best GFLOP/s of an n x n x n TensorFlow matrix product in `dtype` (oneDNN, all cores)."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_uniform((n, n), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_uniform((n, n), seed=(3, 4)), dtype)
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    matmul(a, b).numpy()
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(a, b).numpy()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def numpy_gflops(n=4096, repeats=5):
+    """Return the best GFLOP/s of an n x n x n float32 numpy matrix product (numpy's BLAS)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    a = rng.random((4096, 4096), dtype=np.float32)
-    b = rng.random((4096, 4096), dtype=np.float32)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
     a @ b
     best = 0.0
-    for _ in range(5):
+    for _ in range(repeats):
         t = time.perf_counter()
         a @ b
-        best = max(best, 2 * 4096**3 / (time.perf_counter() - t) / 1e9)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+def model_gflop(backbone):
+    """Return the GFLOP (2 x multiply-adds) of one forward pass: convolutions and dense layers, from their shapes."""
+    import keras
+
+    model = keras.applications.__dict__[backbone.application](
+        include_top=False,
+        weights=None,
+        input_shape=(backbone.input_size, backbone.input_size, 3),
+        pooling="avg",
+        **backbone.application_kwargs(),
+    )
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            flops += 2 * h * w * c * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1] // layer.groups
+            flops += 2 * h * w * c_out * kh * kw * c_in
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return flops / 1e9
 
 
 def store(files, gallery, user):
@@ -103,66 +171,106 @@ def store(files, gallery, user):
 
 
 def warm_up(sizes):
-    """Trace every batch shape the run will use, so (1) and (3) time steady state."""
+    """Build the model and trace every batch shape the run will use, so (1) and (3) time steady state."""
     import numpy as np
 
     from gallery import embedding
-    from gallery.embedding.backbones import vgg16
+    from gallery.embedding.backbones import keras_app
 
+    side = embedding.input_size()
     for size in sizes:
-        for shape in vgg16.batch_shapes(size):
-            embedding.embed_batch([np.zeros((224, 224, 3), np.float32)] * shape)
+        for shape in keras_app.batch_shapes(size):
+            embedding.embed_batch([np.zeros((side, side, 3), np.float32)] * shape)
+
+
+def repend(ids):
+    """Put the images back to pending, vectors cleared, as if just uploaded."""
+    from gallery.models import EmbeddingState, Image
+
+    Image.objects.filter(pk__in=ids).update(
+        embedding_state=EmbeddingState.PENDING, embedding=None, embedding_version="", claim_token=None
+    )
 
 
 def time_ingest(ids):
-    from django.conf import settings
-
-    from gallery import jobs, services
+    """Return (images/s, (N, D) stored vectors in id order) of embedding `ids` through the service."""
+    from gallery import embedding, jobs, services, vectors
     from gallery.models import EmbeddingState, Image
 
+    repend(ids)
     step = jobs.task_size()
     t = time.perf_counter()
     for start in range(0, len(ids), step):
         services.images_embed(image_ids=ids[start : start + step])
     elapsed = time.perf_counter() - t
-    ready = Image.objects.filter(pk__in=ids, embedding_state=EmbeddingState.READY).count()
-    assert ready == len(ids), f"only {ready} of {len(ids)} images ready"
-    return len(ids) / elapsed, settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    rows = list(Image.objects.filter(pk__in=ids, embedding_state=EmbeddingState.READY).order_by("pk"))
+    assert len(rows) == len(ids), f"only {len(rows)} of {len(ids)} images ready"
+    assert {r.embedding_version for r in rows} == {embedding.version()}
+    return len(ids) / elapsed, vectors.matrix([r.embedding for r in rows], embedding.dim())
 
 
-def time_model(files, batch_sizes):
+def time_model(arrays, batch_sizes):
     from django.test import override_settings
 
     from gallery import embedding
-    from gallery.embedding import imaging
 
-    arrays = [imaging.model_input(size=224, data=f.read_bytes()) for f in files]  # N x (224, 224, 3) float32
     rates = {}
     for size in batch_sizes:
         with override_settings(IMAGESEARCH_EMBED_BATCH_SIZE=size):
             warm_up([size])
             t = time.perf_counter()
-            embedding.embed_batch(arrays)  # (N, 512)
+            embedding.embed_batch(arrays)  # (N, D)
             rates[size] = len(arrays) / (time.perf_counter() - t)
     return rates
 
 
-def time_loop(files):
-    """The textbook baseline: one image at a time through keras' own helpers and predict()."""
-    import keras  # baseline only: the product reaches Keras through gallery.embeddings
+def time_loop(files, backbone):
+    """The textbook baseline: one image at a time through keras' own helpers and predict() (fp32)."""
+    import keras  # baseline only: the product reaches Keras through gallery.embedding
     import numpy as np
     from django.conf import settings
 
     keras.utils.set_random_seed(settings.IMAGESEARCH_RANDOM_SEED)
-    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(224, 224, 3), pooling="avg")
-    model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)
+    side = backbone.input_size
+    model = keras.applications.__dict__[backbone.application](
+        include_top=False, weights=None, input_shape=(side, side, 3), pooling="avg", **backbone.application_kwargs()
+    )
+    model.predict(np.zeros((1, side, side, 3), np.float32), verbose=0)
     t = time.perf_counter()
     for f in files:
-        x = keras.utils.img_to_array(keras.utils.load_img(f, target_size=(224, 224)))  # (224, 224, 3)
-        x = keras.applications.vgg16.preprocess_input(x[np.newaxis])  # (1, 224, 224, 3) BGR, mean-subtracted
-        feats = model.predict(x, verbose=0)  # (1, 512)
+        x = keras.utils.img_to_array(keras.utils.load_img(f, target_size=(side, side)))  # (S, S, 3)
+        feats = model.predict(backbone.preprocess(x[np.newaxis]), verbose=0)  # (1, D)
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     return len(files) / (time.perf_counter() - t)
+
+
+def neighbours(vectors, k):
+    import numpy as np
+
+    sims = vectors @ vectors.T  # (N, N)
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1)[:, :k]  # (N, k)
+
+
+def fidelity(reference, other, k=10):
+    """Return (nn@k overlap, nn@k overlap of centred vectors, median and worst cosine) of `other` against `reference`."""
+    import numpy as np
+
+    def overlap(a, b):
+        na, nb = neighbours(a, k), neighbours(b, k)
+        return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
+
+    def centred(v):
+        c = v - v.mean(axis=0)
+        return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+    cos = (reference * other).sum(axis=1)
+    return (
+        overlap(reference, other),
+        overlap(centred(reference), centred(other)),
+        float(np.median(cos)),
+        float(cos.min()),
+    )
 
 
 def rss_run(n, data, tmp):
@@ -188,7 +296,7 @@ def rss_run(n, data, tmp):
         shutil.copyfile(f, dest)
     get_user_model().objects.create_user("bench-rss", password="bench-rss-pw")
     env = live.worker_env(tmp, IMAGESEARCH_VGG16_WEIGHTS=os.environ["IMAGESEARCH_VGG16_WEIGHTS"])
-    env.update({k: os.environ[k] for k in ("IMAGESEARCH_EMBED_BATCH_SIZE",) if k in os.environ})
+    env.update({k: os.environ[k] for k in ("IMAGESEARCH_EMBED_BATCH_SIZE", "IMAGESEARCH_PRECISION") if k in os.environ})
     cmd = [
         sys.executable,
         "-m",
@@ -247,28 +355,46 @@ def rss_run(n, data, tmp):
 
 def main():
     args = parse_args()
-    files = sorted(Path(args.data).rglob("*.jpg"))
-    if not files:
-        raise SystemExit(f"no JPEGs under {args.data}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    if args.data == "generated":
+        data = generate(tmp / "generated", max(args.limit, args.loop_limit, args.rss))
+    else:
+        data = Path(args.data)
+    files = sorted(data.rglob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no JPEGs under {data}")
     connection, old_name = setup_django(args, tmp)
     from django.conf import settings
+    from django.test import override_settings
 
     from gallery import embedding, services
+    from gallery.embedding import backbones, imaging
+    from gallery.embedding.backbones import precision
     from gallery.models import Gallery
 
     skip = set(filter(None, args.skip.split(",")))
+    modes = [m.strip() for m in args.precisions.split(",") if m.strip()]
     subset = files[: args.limit]
     load = os.getloadavg()
+    flags = sorted(precision.cpu_flags() & {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
     print(
         f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; python {platform.python_version()}; "
-        f"database {connection.vendor}; weights {settings.IMAGESEARCH_VGG16_WEIGHTS}"
+        f"flags {' '.join(flags) or '-'}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"python {platform.python_version()}; database {connection.vendor}; "
+        f"backbone {settings.IMAGESEARCH_BACKBONE}, weights {settings.IMAGESEARCH_VGG16_WEIGHTS}; "
+        f"auto resolves to {precision.resolve('auto')}; data {args.data} ({len(subset)} images)"
     )
     try:
-        gflops = ceiling()
-        ceil = gflops / VGG16_GFLOP
-        print(f"(4) ceiling: numpy sgemm {gflops:.1f} GFLOP/s / {VGG16_GFLOP} GFLOP = {ceil:.2f} images/s")
+        backbone = backbones.active()
+        gflop = model_gflop(backbone)
+        ceilings = {"bf16": matmul_gflops("bfloat16"), "fp32": matmul_gflops("float32")}
+        sgemm = numpy_gflops()
+        for name, rate in ceilings.items():
+            print(
+                f"(4) ceiling {name}: TensorFlow {name} matmul {rate:.1f} GFLOP/s / {gflop:.2f} GFLOP per image "
+                f"= {rate / gflop:.2f} images/s"
+            )
+        print(f"    numpy float32 sgemm {sgemm:.1f} GFLOP/s = {sgemm / gflop:.2f} images/s")
 
         from django.contrib.auth import get_user_model
 
@@ -279,35 +405,85 @@ def main():
         print(
             f"    upload (validate + thumbnail + store, not embedding): {len(ids) / (time.perf_counter() - t):.1f} images/s"
         )
-        sizes = [settings.IMAGESEARCH_EMBED_BATCH_SIZE]
-        warm_up(sizes)
-        print(f"    embedding version {embedding.version()}, batch size {sizes[0]}")
-        results = {}
-        if "ingest" not in skip:
-            results["ingest"], _ = time_ingest(ids)
-            print(f"(1) ingest (decode + preprocess + embed + store): {results['ingest']:.2f} images/s over {len(ids)}")
-        if "model" not in skip:
-            sweep = sorted({*sizes, *(int(s) for s in args.sweep.split(",") if s)})
-            rates = time_model(subset, sweep)
-            results["model"] = rates[sizes[0]]
-            for size, rate in rates.items():
-                print(f"(3) model alone, batch {size}: {rate:.2f} images/s")
+        size = settings.IMAGESEARCH_EMBED_BATCH_SIZE
+        side = embedding.input_size()
+        arrays = [imaging.model_input(size=side, data=f.read_bytes()) for f in subset]  # N x (S, S, 3) float32
+        sweep = sorted({size, *(int(s) for s in args.sweep.split(",") if s)})
+        ingest = {m: [] for m in modes}
+        model = {m: {b: [] for b in sweep} for m in modes}
+        stored = {}
+        versions = {}
+        for r in range(args.rounds):
+            order = modes[r % len(modes) :] + modes[: r % len(modes)]  # rotate: no mode always runs first
+            for mode in order:
+                with override_settings(IMAGESEARCH_PRECISION=mode):  # the backbone is rebuilt at this precision
+                    t = time.perf_counter()
+                    warm_up([size])
+                    built = time.perf_counter() - t
+                    versions[mode] = f"{embedding.version()} ({backbones.active().precision})"
+                    line = f"round {r + 1} {mode}: build + trace {built:.1f}s"
+                    if "ingest" not in skip:
+                        rate, vecs = time_ingest(ids)
+                        ingest[mode].append(rate)
+                        stored.setdefault(mode, vecs)
+                        line += f", (1) ingest {rate:.2f} images/s"
+                    if "model" not in skip:
+                        for b, rate in time_model(arrays, sweep).items():
+                            model[mode][b].append(rate)
+                            line += f", (3) model batch {b} {rate:.2f}"
+                    print(line, flush=True)
+                    if "ingest" in skip:
+                        stored.setdefault(mode, embedding.embed_batch(arrays))
+        for mode in modes:
+            print(f"    {mode}: version {versions[mode]}")
+        loop = None
         if "loop" not in skip:
-            loop_files = files[: args.loop_limit or args.limit]
-            results["loop"] = time_loop(loop_files)
-            print(f"(2) per-image model.predict loop: {results['loop']:.2f} images/s over {len(loop_files)}")
+            loop_files = files[: args.loop_limit]
+            loop = time_loop(loop_files, backbone)
+            print(f"(2) per-image model.predict loop (fp32): {loop:.2f} images/s over {len(loop_files)}")
+
+        med_ingest = {m: statistics.median(v) for m, v in ingest.items() if v}
+        med_model = {m: statistics.median(v[size]) for m, v in model.items() if v[size]}
+        print(f"medians over {args.rounds} round(s), batch {size}:")
+        for mode in modes:
+            parts = []
+            if mode in med_ingest:
+                parts.append(f"(1) ingest {med_ingest[mode]:.2f}")
+            if mode in med_model:
+                parts.append(f"(3) model {med_model[mode]:.2f}")
+            print(f"    {mode}: {', '.join(parts)} images/s")
+        bf16_ceiling = ceilings["bf16"] / gflop
+        fp32_ceiling = ceilings["fp32"] / gflop
         print("ratios:")
-        if "ingest" in results:
-            print(f"    ingest / ceiling = {results['ingest'] / ceil:.2f}  (target >= 0.8)")
-            if "loop" in results:
-                print(f"    ingest / loop    = {results['ingest'] / results['loop']:.2f}  (target >= 1.5)")
-            if "model" in results:
-                print(f"    ingest / model   = {results['ingest'] / results['model']:.2f}")
-        if "model" in results:
-            print(f"    model / ceiling  = {results['model'] / ceil:.2f}")
+        for name, med in (("ingest", med_ingest), ("model", med_model)):
+            if "bf16" in med:
+                target = "  (target >= 0.8)" if name == "ingest" else ""
+                print(f"    {name} bf16 / bf16 ceiling = {med['bf16'] / bf16_ceiling:.2f}{target}")
+            if "fp32" in med:
+                print(f"    {name} fp32 / fp32 ceiling = {med['fp32'] / fp32_ceiling:.2f}")
+                for mode in ("bf16", "int8"):
+                    if mode in med:
+                        print(f"    {name} {mode} / fp32 = {med[mode] / med['fp32']:.2f}")
+        if loop and med_ingest:
+            for mode, rate in med_ingest.items():
+                print(f"    ingest {mode} / per-image loop = {rate / loop:.2f}")
+        if med_ingest and med_model:
+            for mode in modes:
+                if mode in med_ingest and mode in med_model:
+                    print(f"    ingest / model alone, {mode} = {med_ingest[mode] / med_model[mode]:.2f}")
+        print(f"    bf16 / fp32 matmul ceiling = {ceilings['bf16'] / ceilings['fp32']:.2f}")
+        if "fp32" in stored:
+            print(f"(5) fidelity against fp32 on {len(subset)} images (nn@10 target >= 0.99 for bf16):")
+            for mode in modes:
+                if mode != "fp32" and mode in stored:
+                    nn, nn_centred, cos_median, cos_min = fidelity(stored["fp32"], stored[mode])
+                    print(
+                        f"    {mode}: nn@10 {nn:.4f} (centred vectors {nn_centred:.4f}); "
+                        f"cosine to the fp32 vector median {cos_median:.6f}, worst {cos_min:.6f}"
+                    )
         Gallery.objects.all().delete()
         if args.rss:
-            peak, total, imported = rss_run(args.rss, args.data, tmp)
+            peak, total, imported = rss_run(args.rss, data, tmp)
             print(
                 f"--rss: {args.rss} images imported in {imported:.0f}s, all embedded {total:.0f}s after the "
                 f"import started ({args.rss / total:.2f} images/s); worker peak RSS {peak:.0f} MiB"

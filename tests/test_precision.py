@@ -116,6 +116,23 @@ def test_a_version_says_which_precision_embeds_in_it(settings, cpu):
     assert precision.for_version(False).mode == "fp32"
 
 
+def test_a_backbone_built_for_a_version_runs_at_that_versions_precision(settings, cpu):
+    from gallery.embedding import backbones
+
+    cpu({"avx512_bf16"})
+    settings.IMAGESEARCH_BACKBONE = "vgg16"  # built, not loaded: no TensorFlow here
+    settings.IMAGESEARCH_VGG16_WEIGHTS = "none"
+    settings.IMAGESEARCH_PRECISION = "int8"
+    active = backbones.active()
+    assert active.version_id().endswith("/int8")
+    served = active.version_id().removesuffix("/int8")  # what galleries serve until their switch
+    before = backbones.for_version(served)
+    assert before.precision.mode == "bf16" and before.version_id() == served
+    settings.IMAGESEARCH_PRECISION = "fp32"
+    back = backbones.for_version(served + "/int8")
+    assert back.precision.mode == "int8" and back.version_id() == served + "/int8"
+
+
 def test_the_system_check_warns_when_bf16_cannot_run(settings, cpu):
     cpu(NO_BF16)
     settings.IMAGESEARCH_PRECISION = "bf16"

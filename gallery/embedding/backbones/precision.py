@@ -18,8 +18,8 @@ How each mode runs (bench/embed.py measured the alternatives; docs/benchmarks.md
   normalisation stay float32. TensorFlow's graph rewrite
   (`auto_mixed_precision_onednn_bfloat16`) was about half as fast here.
 - int8: TFLite dynamic-range quantisation (int8 weights, activations quantised
-  batch by batch as the model runs) of the whole embedding (preprocess, model,
-  normalisation), run by TFLite's XNNPACK delegate on one thread per core.
+  batch by batch as the model runs) of the embedding (preprocess and model,
+  normalisation in numpy), run by TFLite's XNNPACK delegate on one thread per core.
   Full-integer quantisation with a calibration set was slower here and
   quantises the output vector too.
 
@@ -175,7 +175,9 @@ def _bf16_twin(model: Any, keras: ModuleType) -> Any:
 
     def clone(layer: Any) -> Any:
         config = layer.get_config()
-        if type(layer).__name__ not in _FLOAT32_LAYERS:
+        # Bare operations in a functional graph (MobileNetV3's `x + 3`) have no dtype
+        # policy: they compute in the dtype of their bfloat16 inputs.
+        if isinstance(layer, keras.layers.Layer) and type(layer).__name__ not in _FLOAT32_LAYERS:
             config["dtype"] = "mixed_bfloat16"
         return type(layer).from_config(config)
 
@@ -193,7 +195,7 @@ class _Int8:
 
 
 def _int8_blob(model: Any, preprocess: Callable[[Any], Any], side: int) -> bytes:
-    """Convert preprocess -> model -> L2 normalisation to a TFLite flatbuffer with int8 weights."""
+    """Convert preprocess -> model to a TFLite flatbuffer with int8 weights (normalisation is left to numpy)."""
     import tensorflow as tf
 
     # The weights as graph constants (stateless_call): the converter quantises
@@ -204,7 +206,7 @@ def _int8_blob(model: Any, preprocess: Callable[[Any], Any], side: int) -> bytes
     @tf.function(input_signature=[tf.TensorSpec((None, side, side, 3), tf.float32)])
     def run(x: Any) -> Any:
         feats, _ = model.stateless_call(trainable, non_trainable, preprocess(x), training=False)
-        return tf.math.l2_normalize(tf.cast(feats, tf.float32), axis=1, epsilon=1e-30)
+        return tf.cast(feats, tf.float32)
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([run.get_concrete_function()])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # without a representative set: dynamic range
@@ -234,8 +236,12 @@ class _Int8Runner:
         with self._lock:
             self._interpreter.set_tensor(self._in, np.ascontiguousarray(x, dtype=np.float32))
             self._interpreter.invoke()
-            out: npt.NDArray[np.float32] = self._interpreter.get_tensor(self._out).copy()  # (B, dim)
-        return out
+            feats: npt.NDArray[np.float32] = self._interpreter.get_tensor(self._out).copy()  # (B, dim)
+        # Normalised here, not in the flatbuffer: TFLite's L2_NORMALIZATION has a fixed
+        # floor that leaves the tiny pooled norms of some random-weight networks
+        # (MobileNetV3, about 1e-9) unscaled.
+        norms = np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-30)  # (B, 1)
+        return (feats / norms).astype(np.float32)
 
 
 def prepare(model: Any, preprocess: Callable[[Any], Any], *, side: int, resolved: Resolved, label: str = "") -> Any:
