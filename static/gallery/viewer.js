@@ -17,6 +17,7 @@
 
   var dlg = null, els = {};
   var seq = [], pos = 0, galleryUrl = null, opener = null, similarToken = 0;
+  var inerted = [];
   var z = { s: 1, x: 0, y: 0 };
 
   function button(cls, label, text, title) {
@@ -106,6 +107,11 @@
     if (push) history.pushState({ viewer: current().id, gallery: galleryUrl }, "", UI.withId(C.imageUrl, current().id));
     else if (history.state && history.state.gallery) galleryUrl = history.state.gallery;
     document.documentElement.classList.add("viewer-open");
+    // The modal already blocks the page; inert also takes it out of the accessibility tree.
+    inerted = Array.prototype.filter.call(document.body.children, function (el) {
+      return el !== dlg && !el.inert && !el.hasAttribute("aria-hidden") && el.tagName !== "SCRIPT" && el.tagName !== "DIALOG";
+    });
+    inerted.forEach(function (el) { el.inert = true; el.setAttribute("aria-hidden", "true"); });
     dlg.showModal();
     UI.rehomeToast();
     render();
@@ -117,6 +123,8 @@
     if (!dlg || !dlg.open) return;
     if (!fromHistory && history.state && history.state.viewer) { history.back(); return; }
     dlg.close();
+    inerted.forEach(function (el) { el.inert = false; el.removeAttribute("aria-hidden"); });
+    inerted = [];
     document.documentElement.classList.remove("viewer-open");
     els.img.removeAttribute("src");
     UI.rehomeToast();
@@ -193,7 +201,8 @@
       });
   }
 
-  // A neighbour becomes the next image of this walk: Previous comes back to where it started.
+  // A neighbour on this page is shown at its place in the page; one from another page is put
+  // right after the current image, so Previous comes back to where the walk started.
   function jumpTo(item) {
     var at = seq.findIndex(function (x) { return x.id === item.id; });
     if (at >= 0) { pos = at; } else { seq.splice(pos + 1, 0, item); pos += 1; }
@@ -226,7 +235,20 @@
       .catch(function (err) { UI.toast("Could not move it to the trash: " + err.message, null, { bad: true }); });
   }
 
+  // A modal dialog keeps focus out of the page, but Tab past its last control would reach the
+  // browser's own controls: wrap it instead.
+  function trapTab(e) {
+    var items = Array.prototype.filter.call(dlg.querySelectorAll("button, a[href], [tabindex]"), function (el) {
+      return !el.disabled && !el.hidden && el.offsetParent !== null && el.tabIndex >= 0;
+    });
+    if (!items.length) return;
+    var first = items[0], last = items[items.length - 1];
+    if (e.shiftKey && (document.activeElement === first || !dlg.contains(document.activeElement))) { last.focus(); e.preventDefault(); }
+    else if (!e.shiftKey && (document.activeElement === last || !dlg.contains(document.activeElement))) { first.focus(); e.preventDefault(); }
+  }
+
   function onKey(e) {
+    if (e.key === "Tab") { trapTab(e); return; }
     if (e.target.closest && e.target.closest("input, select, textarea")) return;
     if (e.altKey || e.ctrlKey || e.metaKey) return;
     var k = e.key;
