@@ -31,6 +31,7 @@ urlpatterns = [
     path("g/<slug:slug>/delete/", pages.gallery_delete, name="gallery_delete"),
     path("g/<slug:slug>/upload/", pages.gallery_upload, name="gallery_upload"),
     path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
+    path("g/<slug:slug>/repair/", pages.gallery_repair, name="gallery_repair"),
     path("g/<slug:slug>/duplicates/", duplicates.review, name="gallery_duplicates"),
     path("g/<slug:slug>/duplicates/all/", duplicates.resolve_all, name="gallery_duplicates_resolve_all"),
     path("g/<slug:slug>/duplicates/<int:group_id>/", duplicates.resolve, name="gallery_duplicates_resolve"),

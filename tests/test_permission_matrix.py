@@ -85,19 +85,13 @@ def cases(world):
         gallery = next(g for g in world.galleries.values() if g.slug == slug)
         results = reverse("gallery_search_results", args=[slug, stored_query_token(gallery, world.owner)])
         yield f"outside results {slug}", "get", results, None, who
-        # The map: whoever may open the gallery (no build here, so no coordinates yet: 404 for everyone).
-        yield f"map {slug}", "get", reverse("gallery_map", args=[slug]), None, who
-        yield f"map names {slug}", "get", reverse("gallery_map_names", args=[slug]), None, who
-        no_map = expect(404, 404, 404, 404)
-        yield f"map points {slug}", "get", reverse("gallery_map_points", args=[slug]), None, no_map
-        # Several images: naming none is a 400 for whoever may search, a 404 for the rest.
-        yield f"similar many {slug}", "get", reverse("gallery_similar_many", args=[slug]), None, search
-        yield f"api similar many {slug}", "get", reverse("api_similar_many", args=[slug]), None, search
         yield f"edit {slug}", "get", reverse("gallery_edit", args=[slug]), None, OWNER_ONLY_GET
         yield f"delete form {slug}", "get", reverse("gallery_delete", args=[slug]), None, OWNER_ONLY_GET
         yield f"edit POST {slug}", "post", reverse("gallery_edit", args=[slug]), {"title": ""}, OWNER_ONLY_GET
         yield f"upload {slug}", "post", reverse("gallery_upload", args=[slug]), {}, OWNER_ONLY_POST
         yield f"retry {slug}", "post", reverse("gallery_retry", args=[slug]), {}, OWNER_ONLY_POST
+        # The health panel's repair: staff alone (the owner too gets 404, as for a page that is not there).
+        yield f"repair {slug}", "post", reverse("gallery_repair", args=[slug]), {}, expect(404, 404, LOGIN, 302)
         yield f"api upload {slug}", "post", reverse("api_upload", args=[slug]), {}, expect(400, 404, 404, 404)
         # Near-duplicates, compare and the trash: the owner's alone, whatever the gallery's visibility.
         for view in ("gallery_duplicates", "gallery_duplicates_csv", "gallery_duplicates_json", "gallery_trash"):

@@ -142,7 +142,7 @@ class GalleryAdmin(admin.ModelAdmin):
     def index_status(self, obj):
         if obj.pk is None:
             return "—"
-        status = selectors.gallery_status(gallery=obj)["index"]
+        status = selectors.gallery_status(gallery=obj, detailed=True)["index"]  # the admin is staff's
         if status["version"] is None:
             text = "Not built yet"
         else:

@@ -16,7 +16,13 @@ from gallery.forms import SearchControlsForm
 from gallery.models import DuplicateGroup
 from gallery.services import outside_queries
 from gallery.views import duplicates as dup_views
-from gallery.views.common import QueryImageError, embed_query_file, outside_results_url, query_error_status
+from gallery.views.common import (
+    QueryImageError,
+    embed_query_file,
+    outside_results_url,
+    query_error_message,
+    query_error_status,
+)
 
 
 def _controls(request):
@@ -56,7 +62,7 @@ def search_gallery(request, slug):
     try:
         query, data = embed_query_file(upload, gallery=gallery)
     except QueryImageError as exc:
-        return JsonResponse({"error": str(exc)}, status=query_error_status(exc))
+        return JsonResponse({"error": query_error_message(exc, request.user)}, status=query_error_status(exc))
     stored = outside_queries.outside_query_create(
         gallery=gallery, user=request.user, name=upload.name, query=query, picture=data
     )
@@ -88,7 +94,7 @@ def search_gallery(request, slug):
 @require_GET
 def status(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
-    return JsonResponse(selectors.gallery_status(gallery=gallery))
+    return JsonResponse(selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff))
 
 
 @api_view

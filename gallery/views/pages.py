@@ -82,7 +82,7 @@ def gallery_detail(request, slug):
             "gallery": gallery,
             "page": page,
             "can_edit": owner,
-            "status": selectors.gallery_status(gallery=gallery),
+            "status": selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff),
             "failed": failed if owner else [],
             "duplicate_groups": selectors.open_groups(gallery=gallery).count() if owner else 0,
             "trash_count": gallery.trash.count() if owner else 0,
@@ -90,6 +90,8 @@ def gallery_detail(request, slug):
             "k_choices": K_CHOICES,
             "default_k": settings.IMAGESEARCH_DEFAULT_K,
             "max_upload_bytes": settings.IMAGESEARCH_MAX_UPLOAD_BYTES,
+            # Staff's health panel (coverage, index age, recall, failures, repair).
+            "health": selectors.gallery_health(gallery=gallery) if request.user.is_staff else None,
         },
     )
 
@@ -123,9 +125,32 @@ def gallery_retry_failed(request, slug):
     return redirect(gallery)
 
 
+@login_required
+@require_POST
+def gallery_repair(request, slug):
+    """Staff only (404 for everyone else, as for a gallery they cannot see): queue every repair at once."""
+    if not request.user.is_staff:
+        raise Http404("No such gallery.")
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    report = services.gallery_repair(gallery=gallery)
+    if wants_json(request):
+        return JsonResponse(
+            {
+                "retried": report.retried,
+                "requeued": report.requeued,
+                "rebuild": report.rebuild,
+                "grouping": report.grouping,
+                "map": report.map,
+                "message": report.message,
+            }
+        )
+    messages.success(request, report.message)
+    return redirect(gallery.get_absolute_url() + "#health")
+
+
 def gallery_status(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
-    return JsonResponse(selectors.gallery_status(gallery=gallery))
+    return JsonResponse(selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff))
 
 
 def image_detail(request, pk):
