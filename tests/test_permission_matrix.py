@@ -85,6 +85,14 @@ def cases(world):
         gallery = next(g for g in world.galleries.values() if g.slug == slug)
         results = reverse("gallery_search_results", args=[slug, stored_query_token(gallery, world.owner)])
         yield f"outside results {slug}", "get", results, None, who
+        # The map: whoever may open the gallery (no build here, so no coordinates yet: 404 for everyone).
+        yield f"map {slug}", "get", reverse("gallery_map", args=[slug]), None, who
+        yield f"map names {slug}", "get", reverse("gallery_map_names", args=[slug]), None, who
+        no_map = expect(404, 404, 404, 404)
+        yield f"map points {slug}", "get", reverse("gallery_map_points", args=[slug]), None, no_map
+        # Several images: naming none is a 400 for whoever may search, a 404 for the rest.
+        yield f"similar many {slug}", "get", reverse("gallery_similar_many", args=[slug]), None, search
+        yield f"api similar many {slug}", "get", reverse("api_similar_many", args=[slug]), None, search
         yield f"edit {slug}", "get", reverse("gallery_edit", args=[slug]), None, OWNER_ONLY_GET
         yield f"delete form {slug}", "get", reverse("gallery_delete", args=[slug]), None, OWNER_ONLY_GET
         yield f"edit POST {slug}", "post", reverse("gallery_edit", args=[slug]), {"title": ""}, OWNER_ONLY_GET

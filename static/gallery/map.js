@@ -60,7 +60,7 @@
   }
 
   function fit() {
-    var pad = 24 * dpr, side = Math.min(width, height) - 2 * pad;
+    var pad = (n <= THUMBS_BELOW ? 60 : 24) * dpr, side = Math.min(width, height) - 2 * pad; // room for thumbnails at the edges
     view.scale = Math.max(side, 1);
     view.tx = (width - view.scale) / 2; view.ty = (height - view.scale) / 2;
     dirty = true;
