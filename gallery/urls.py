@@ -3,6 +3,7 @@ from django.urls import include, path
 from gallery.api import maps as api_maps
 from gallery.api import views as api
 from gallery.views import duplicates, media, pages, results
+from gallery.views import exports as export_views
 from gallery.views import maps as map_views
 
 api_urlpatterns = [
@@ -19,6 +20,9 @@ api_urlpatterns = [
     path("galleries/<slug:slug>/compare", api.compare, name="api_compare"),
     path("images/<int:pk>/keep", api.image_keep, name="api_image_keep"),
     path("images/<int:pk>/skip", api.image_skip, name="api_image_skip"),
+    path("galleries/<slug:slug>/exports", api.exports, name="api_exports"),
+    path("exports/<int:pk>", api.export_detail, name="api_export"),
+    path("exports/<int:pk>/download", api.export_download, name="api_export_download"),
 ]
 
 urlpatterns = [
@@ -42,6 +46,10 @@ urlpatterns = [
     path("g/<slug:slug>/trash/restore/", duplicates.trash_restore, name="gallery_trash_restore"),
     path("g/<slug:slug>/trash/purge/", duplicates.trash_purge, name="gallery_trash_purge"),
     path("g/<slug:slug>/trash/<int:pk>/thumb", duplicates.trash_thumbnail, name="gallery_trash_thumb"),
+    path("g/<slug:slug>/exports/", export_views.exports_page, name="gallery_exports"),
+    path("g/<slug:slug>/exports/new/", export_views.export_create, name="gallery_export_create"),
+    path("g/<slug:slug>/exports/status.json", export_views.exports_status, name="gallery_exports_status"),
+    path("g/<slug:slug>/exports/<int:pk>/download", export_views.export_download, name="gallery_export_download"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
     path("g/<slug:slug>/map/", map_views.gallery_map, name="gallery_map"),
     path("g/<slug:slug>/map/points.bin", map_views.gallery_map_points, name="gallery_map_points"),

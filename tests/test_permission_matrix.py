@@ -9,10 +9,13 @@ import base64
 import re
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from gallery import services
+from gallery.models import Export
 from gallery.search import queries
 from gallery.services import outside_queries
 from tests import imagegen, permission_world
@@ -59,6 +62,14 @@ def stored_query_token(gallery, user):
         gallery=gallery, user=user, name="q.jpg", query=vector, picture=imagegen.jpeg(3)
     )
     return queries.token_for(stored)
+
+
+def ready_export(gallery, owner):
+    """A finished export of `gallery` with a file in storage (as a worker leaves it)."""
+    name = default_storage.save(f"exports/{gallery.pk}/matrix.csv", ContentFile(b"rank,id\n"))
+    return Export.objects.create(
+        gallery=gallery, requested_by=owner, kind="results", format="csv", status="ready", file=name
+    )
 
 
 def cases(world):
@@ -120,6 +131,21 @@ def cases(world):
         api_one = reverse("api_duplicates_resolve", args=[slug, 10**9])
         yield f"api resolve {slug}", "post", api_one, {"action": "keep_all"}, expect(404, 404, 404, 404)
         yield f"api compare {slug}", "post", reverse("api_compare", args=[slug]), {}, expect(400, 404, 404, 404)
+        # Exports: the owner's alone, staff included (they see the metadata in the admin, never the file).
+        yield f"exports {slug}", "get", reverse("gallery_exports", args=[slug]), None, OWNER_ONLY_GET
+        yield f"exports status {slug}", "get", reverse("gallery_exports_status", args=[slug]), None, OWNER_ONLY_GET
+        ask = reverse("gallery_export_create", args=[slug])
+        yield f"export request {slug}", "post", ask, {"kind": "embeddings"}, OWNER_ONLY_POST
+        export = ready_export(gallery, world.owner)
+        download = reverse("gallery_export_download", args=[slug, export.pk])
+        yield f"export download {slug}", "get", download, None, OWNER_ONLY_GET
+        api_list = reverse("api_exports", args=[slug])
+        yield f"api exports {slug}", "get", api_list, None, expect(200, 404, 404, 404)
+        yield f"api export request {slug}", "post", api_list, {}, expect(400, 404, 404, 404)  # 400: no kind named
+        api_one = reverse("api_export", args=[export.pk])
+        yield f"api export {slug}", "get", api_one, None, expect(200, 404, 404, 404)
+        api_file = reverse("api_export_download", args=[export.pk])
+        yield f"api export download {slug}", "get", api_file, None, expect(200, 404, 404, 404)
     t = world.galleries["theirs"].slug
     yield f"gallery {t}", "get", reverse("gallery_detail", args=[t]), None, THEIRS
     yield f"edit {t}", "get", reverse("gallery_edit", args=[t]), None, expect(404, 200, LOGIN, 404)
@@ -152,6 +178,7 @@ def cases(world):
         reverse("admin:gallery_image_changelist"),
         reverse("admin:gallery_moderationqueueitem_changelist"),
         reverse("admin:gallery_gallery_changelist"),
+        reverse("admin:gallery_export_changelist"),
         reverse("admin:gallery_image_change", args=[world.image("priv-pending.jpg").pk]),
     ]
     for url in admin_pages:
