@@ -294,6 +294,34 @@ def duplicate_group_of(*, image):
     return open_groups(gallery=image.gallery).filter(members__image=image).first()
 
 
+def gallery_images_by_ids(*, gallery, user, ids):
+    """The images of `gallery` among `ids` that `user` may see, in the order of `ids` (missing ones left out)."""
+    found = {image.pk: image for image in gallery.images.visible_to(user).filter(pk__in=ids)}
+    return [found[pk] for pk in ids if pk in found]
+
+
+def trash_items_by_ids(*, gallery, ids):
+    """The rows of `gallery`'s trash among `ids`."""
+    return list(gallery.trash.filter(pk__in=ids).order_by("id"))
+
+
+def gallery_exports(*, gallery):
+    """The gallery's exports, newest first (each owner-only: the caller has checked the owner)."""
+    return gallery.exports.select_related("gallery")
+
+
+def export_for_owner(*, user, pk):
+    """Return the export if `user` owns its gallery; 404 otherwise, staff included (only the owner downloads)."""
+    export = (
+        Export.objects.select_related("gallery").filter(pk=pk, gallery__owner_id=user.pk).first()
+        if user.is_authenticated
+        else None
+    )
+    if export is None:
+        raise Http404("No such export.")
+    return export
+
+
 def gallery_exports(*, gallery):
     """The gallery's exports, newest first (each owner-only: the caller has checked the owner)."""
     return gallery.exports.select_related("gallery")

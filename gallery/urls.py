@@ -2,7 +2,7 @@ from django.urls import include, path
 
 from gallery.api import maps as api_maps
 from gallery.api import views as api
-from gallery.views import duplicates, media, pages, results
+from gallery.views import duplicates, media, pages, results, selection
 from gallery.views import exports as export_views
 from gallery.views import maps as map_views
 
@@ -46,6 +46,9 @@ urlpatterns = [
     path("g/<slug:slug>/trash/restore/", duplicates.trash_restore, name="gallery_trash_restore"),
     path("g/<slug:slug>/trash/purge/", duplicates.trash_purge, name="gallery_trash_purge"),
     path("g/<slug:slug>/trash/<int:pk>/thumb", duplicates.trash_thumbnail, name="gallery_trash_thumb"),
+    path("g/<slug:slug>/trash/undo/", selection.trash_undo, name="gallery_trash_undo"),
+    path("g/<slug:slug>/images/trash/", selection.images_trash, name="gallery_images_trash"),
+    path("g/<slug:slug>/images.zip", selection.images_zip, name="gallery_images_zip"),
     path("g/<slug:slug>/exports/", export_views.exports_page, name="gallery_exports"),
     path("g/<slug:slug>/exports/new/", export_views.export_create, name="gallery_export_create"),
     path("g/<slug:slug>/exports/status.json", export_views.exports_status, name="gallery_exports_status"),

@@ -131,6 +131,14 @@ def cases(world):
         api_one = reverse("api_duplicates_resolve", args=[slug, 10**9])
         yield f"api resolve {slug}", "post", api_one, {"action": "keep_all"}, expect(404, 404, 404, 404)
         yield f"api compare {slug}", "post", reverse("api_compare", args=[slug]), {}, expect(400, 404, 404, 404)
+        # Acting on a selection: trash and undo are the owner's; a ZIP is for whoever may open the gallery.
+        yield f"images trash {slug}", "post", reverse("gallery_images_trash", args=[slug]), {}, OWNER_ONLY_POST
+        undo = reverse("gallery_trash_undo", args=[slug])
+        yield f"trash undo {slug}", "post", undo, {}, expect(400, 404, LOGIN, 404)  # 400: no rows named
+        zip_url = reverse("gallery_images_zip", args=[slug])
+        yield f"zip without ids {slug}", "get", zip_url, None, {k: (400 if v == 200 else v) for k, v in who.items()}
+        shown = world.image("priv-approved.jpg" if slug == p else "pub-approved.jpg").pk
+        yield f"zip {slug}", "get", f"{zip_url}?ids={shown}", None, who
         # Exports: the owner's alone, staff included (they see the metadata in the admin, never the file).
         yield f"exports {slug}", "get", reverse("gallery_exports", args=[slug]), None, OWNER_ONLY_GET
         yield f"exports status {slug}", "get", reverse("gallery_exports_status", args=[slug]), None, OWNER_ONLY_GET
@@ -189,6 +197,8 @@ def cases(world):
         yield f"keep {name}", "post", reverse("image_upload_keep", args=[pk]), {}, expect(200, 404, LOGIN, 404)
         yield f"api keep {name}", "post", reverse("api_image_keep", args=[pk]), {}, expect(200, 404, 404, 404)
     # Deleting and skipping last: the owner's request moves the image to the trash.
+    for name in ("priv-approved.jpg", "pub-approved.jpg"):
+        yield f"delete page {name}", "get", reverse("image_delete", args=[world.image(name).pk]), None, OWNER_ONLY_GET
     for name in ("priv-approved.jpg", "pub-approved.jpg"):
         yield f"delete {name}", "post", reverse("image_delete", args=[world.image(name).pk]), {}, OWNER_ONLY_POST
     skip, api_skip = world.image("priv-pending.jpg").pk, world.image("pub-pending.jpg").pk

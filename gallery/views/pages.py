@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery import access, selectors, services
@@ -173,13 +174,22 @@ def image_detail(request, pk):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def image_delete(request, pk):
+    """GET: a page that asks first (so a click never deletes without scripts); POST: move it to the trash."""
     image = selectors.image_for_view(user=request.user, pk=pk)
     if not access.can_edit(request.user, image.gallery):
         raise Http404("No such image.")
     gallery = image.gallery
-    services.images_trash(images=[image], actor=request.user)
     days = settings.IMAGESEARCH_TRASH_DAYS
-    messages.success(request, f"“{image.original_name}” moved to the trash; it can be restored there for {days} days.")
+    if request.method == "GET":
+        return render(request, "gallery/image_confirm_delete.html", {"image": image, "gallery": gallery, "days": days})
+    name = image.original_name
+    (item,) = services.images_trash(images=[image], actor=request.user)
+    if wants_json(request):
+        undo = reverse("gallery_trash_undo", args=[gallery.slug])
+        return JsonResponse(
+            {"trashed": [item.pk], "count": 1, "message": f"“{name}” moved to the trash.", "undo": undo}
+        )
+    messages.success(request, f"“{name}” moved to the trash; it can be restored there for {days} days.")
     return redirect(gallery)
