@@ -35,11 +35,18 @@ def eager_in_production(app_configs, **kwargs):
 
 @register(Tags.compatibility)
 def random_weights(app_configs, **kwargs):
-    if settings.IMAGESEARCH_VGG16_WEIGHTS == "none" and not settings.DEBUG:
+    # The active backbone's weights setting (IMAGESEARCH_VGG16_WEIGHTS, IMAGESEARCH_MOBILENETV3_WEIGHTS...).
+    from gallery.embedding import backbones
+
+    try:
+        setting, weights = backbones.active_weights()
+    except ImproperlyConfigured:
+        return []  # backbone_registered reports it
+    if weights == "none" and not settings.DEBUG:
         return [
             Warning(
-                "IMAGESEARCH_VGG16_WEIGHTS=none: the model runs with random weights; results find near-duplicates only.",
-                hint="Use 'imagenet' or the path of the VGG16 notop weights file.",
+                f"{setting}=none: the model runs with random weights; results find near-duplicates only.",
+                hint=f"Set {setting} to 'imagenet' or the path of the backbone's notop weights file.",
                 id="gallery.W002",
             )
         ]

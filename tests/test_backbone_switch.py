@@ -245,3 +245,40 @@ def test_the_registry_rebuilds_the_backbone_a_version_names(settings):
         backbones.for_version(f"{vgg}/file-0123456789abcdef")
     settings.IMAGESEARCH_RANDOM_SEED = 77
     assert backbones.for_version(f"{vgg}/random-seed5").seed == 5
+
+
+def test_the_gallery_status_and_admin_page_show_the_switch_coverage(gallery, owner, staff, settings, queued, client):
+    from gallery import selectors
+
+    assert selectors.gallery_status(gallery=fresh(gallery))["switch"] is None
+    version_a, version_b = switch_to_b(settings)
+    ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
+    services.images_embed(image_ids=ids[:4])
+    switch = selectors.gallery_status(gallery=fresh(gallery))["switch"]
+    assert (switch["covered"], switch["total"], switch["from"], switch["to"]) == (4, N, "fake", "fakeb")
+    assert (switch["from_version"], switch["to_version"]) == (version_a, version_b)
+    assert switch["label"] == "Switching model: 4 of 8 re-embedded for fakeb"
+    client.force_login(owner)
+    body = client.get(f"/g/{gallery.slug}/status.json").json()
+    assert body["switch"]["covered"] == 4
+    client.force_login(staff)
+    page = client.get(f"/admin/gallery/gallery/{gallery.pk}/change/").content.decode()
+    assert "Switching model: 4 of 8 re-embedded for fakeb" in page
+    services.images_embed(image_ids=ids[4:])
+    services.gallery_rebuild_index(gallery_id=gallery.pk)
+    assert selectors.gallery_status(gallery=fresh(gallery))["switch"] is None
+
+
+@pytest.mark.parametrize("name", ["resnet50", "inceptionv3", "mobilenetv3"])
+def test_system_checks_read_the_active_backbones_own_weights_setting(name, settings, tmp_path):
+    from django.core.checks import run_checks
+
+    setting = backbones.backbone_class(name).weights_setting
+    settings.IMAGESEARCH_BACKBONE = name
+    settings.DEBUG = False
+    setattr(settings, setting, "none")
+    warned = [m for m in run_checks() if m.id == "gallery.W002"]
+    assert warned and warned[0].msg.startswith(f"{setting}=none")
+    setattr(settings, setting, str(tmp_path / "gone.h5"))
+    errors = [m for m in run_checks() if m.id == "gallery.E003"]
+    assert errors and setting in errors[0].msg and "does not exist" in errors[0].msg

@@ -142,13 +142,18 @@ class GalleryAdmin(admin.ModelAdmin):
     def index_status(self, obj):
         if obj.pk is None:
             return "—"
-        status = selectors.gallery_status(gallery=obj, detailed=True)["index"]  # the admin is staff's
+        full = selectors.gallery_status(gallery=obj)
+        status = full["index"]
         if status["version"] is None:
             text = "Not built yet"
         else:
             text = f"Version {status['version']}, {status['items']} items, built {status['built_at']}"
         text += " — stale: a rebuild is due." if status["stale"] else " — up to date."
-        return f"{text} {status['search']}." if status["search"] else text
+        text = f"{text} {status['search']}." if status["search"] else text
+        switch = full.get("switch")
+        if switch:  # search serves the previous model until the flip
+            text += f" {switch['label']} (from {switch['from']}; search serves it until then)."
+        return text
 
     def get_urls(self):
         return [

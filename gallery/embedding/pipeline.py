@@ -16,13 +16,14 @@ import logging
 import uuid
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import numpy.typing as npt
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from gallery import embedding, jobs, vectors
@@ -140,6 +141,55 @@ def claim_next(image_ids: Iterable[int], fill_to: int = 0) -> tuple[uuid.UUID, l
         )
         Image.objects.filter(pk__in=more, embedding_state=EmbeddingState.READY).filter(free).update(**fields)
     return token, list(Image.objects.filter(claim_token=token, embedding_state=EmbeddingState.READY).order_by("pk"))
+
+
+@dataclass(frozen=True)
+class SwitchCoverage:
+    """How far a gallery's switch to the active embedding version has come."""
+
+    served: str  # the version search uses now
+    target: str  # the active version
+    covered: int  # searchable images with a vector of `target` (served or next)
+    total: int  # searchable images
+
+    @property
+    def switching(self) -> bool:
+        return self.served != self.target
+
+    @property
+    def complete(self) -> bool:
+        return self.covered >= self.total
+
+    def as_json(self) -> dict[str, object] | None:
+        """The gallery status's `switch` part (None when no switch runs), with a line for people."""
+        if not self.switching:
+            return None
+        to = embedding.backbone_name(self.target)
+        return {
+            "from": embedding.backbone_name(self.served),
+            "to": to,
+            "from_version": self.served,
+            "to_version": self.target,
+            "covered": self.covered,
+            "total": self.total,
+            "label": f"Switching model: {self.covered} of {self.total} re-embedded for {to}"
+            + (" (the index flips next)" if self.complete else ""),
+        }
+
+
+def switch_coverage(*, gallery: Gallery) -> SwitchCoverage:
+    """Return the gallery's switch coverage (covered == total and served == target when no switch runs)."""
+    served = embedding.served_version(gallery)
+    target = embedding.version()
+    searchable = Image.objects.searchable().filter(gallery_id=gallery.pk)
+    if served == target:
+        total = searchable.count()
+        return SwitchCoverage(served, target, total, total)
+    counts = searchable.aggregate(
+        total=Count("pk"),
+        covered=Count("pk", filter=Q(embedding_version=target) | Q(next_embedding_version=target)),
+    )
+    return SwitchCoverage(served, target, counts["covered"], counts["total"])
 
 
 def _served_versions(gallery_ids: Collection[int]) -> dict[int, str]:

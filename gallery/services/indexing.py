@@ -10,18 +10,18 @@ Until then rebuilds keep serving the previous version: search never empties.
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 from django.conf import settings
 from django.db import transaction
-from django.db.models import BinaryField, Case, Count, F, Q, When
+from django.db.models import BinaryField, Case, F, Q, When
 from django.utils import timezone
 
 from gallery import embedding, vectors
 from gallery.embedding import imaging
+from gallery.embedding.pipeline import switch_coverage
 from gallery.models import Gallery, Image, IndexBuild
 from gallery.search import bands, calibration, store
 from gallery.services import probes
@@ -66,39 +66,6 @@ def _searchable_vectors(
         hashes[n] = imaging.NO_HASH if phash is None else phash
         n += 1
     return ids[:n], matrix[:n], hashes[:n]
-
-
-@dataclass(frozen=True)
-class SwitchCoverage:
-    """How far a gallery's switch to the active embedding version has come."""
-
-    served: str  # the version search uses now
-    target: str  # the active version
-    covered: int  # searchable images with a vector of `target` (served or next)
-    total: int  # searchable images
-
-    @property
-    def switching(self) -> bool:
-        return self.served != self.target
-
-    @property
-    def complete(self) -> bool:
-        return self.covered >= self.total
-
-
-def switch_coverage(*, gallery: Gallery) -> SwitchCoverage:
-    """Return the gallery's switch coverage (covered == total and served == target when no switch runs)."""
-    served = embedding.served_version(gallery)
-    target = embedding.version()
-    searchable = Image.objects.searchable().filter(gallery_id=gallery.pk)
-    if served == target:
-        total = searchable.count()
-        return SwitchCoverage(served, target, total, total)
-    counts = searchable.aggregate(
-        total=Count("pk"),
-        covered=Count("pk", filter=Q(embedding_version=target) | Q(next_embedding_version=target)),
-    )
-    return SwitchCoverage(served, target, counts["covered"], counts["total"])
 
 
 def switch_ready(*, gallery_id: int) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "Backbone",
     "WeightsUnavailable",
     "active",
+    "active_weights",
     "backbone_class",
     "class_for_version",
     "for_version",
@@ -119,6 +120,15 @@ def for_version(version: str) -> Backbone:
     instance = _at_precision(cls(weights=weights, seed=seed), int8)
     with _lock:
         return _by_version.setdefault(version, instance)
+
+
+def active_weights() -> tuple[str, str]:
+    """Return (the configured backbone's weights setting, its value), e.g. ('IMAGESEARCH_VGG16_WEIGHTS', 'none').
+
+    Loads no model; raises ImproperlyConfigured when IMAGESEARCH_BACKBONE names none.
+    """
+    cls = backbone_class(settings.IMAGESEARCH_BACKBONE)
+    return cls.weights_setting, str(getattr(settings, cls.weights_setting, ""))
 
 
 def active() -> Backbone:
