@@ -30,6 +30,7 @@ PROBE_COPIES = "gallery.tasks.probe_copies"
 FIND_DUPLICATES = "gallery.tasks.find_duplicates"
 BUILD_MAP = "gallery.tasks.build_map"
 EMBED_QUERY = "gallery.tasks.embed_query"
+BUILD_EXPORT = "gallery.tasks.build_export"
 # A query's answer comes back on a Redis list of its own, named by the request.
 QUERY_REPLY_PREFIX = "imagesearch:query-reply:"
 
@@ -126,6 +127,21 @@ def publish_build_map(gallery_id: int, build_id: int) -> bool:
         logger.warning("could not queue the map of gallery %s", gallery_id, exc_info=True)
         return False
     return True
+
+
+def publish_export(export_id: int) -> bool:
+    """Publish the build of one export now. Return False when the broker cannot be reached (beat queues it again)."""
+    try:
+        _task(BUILD_EXPORT).delay(export_id)
+    except Exception:
+        logger.warning("could not queue export %s; it stays pending", export_id, exc_info=True)
+        return False
+    return True
+
+
+def queue_export(export_id: int) -> None:
+    """Queue the build of one export once the transaction commits."""
+    transaction.on_commit(lambda: publish_export(export_id))
 
 
 def queue_rebuild(gallery_id: int) -> None:

@@ -13,6 +13,8 @@ LOCK_SECONDS = 30 * 60  # a 1M-image rebuild takes minutes; a crashed holder fre
 EMBED_QUEUE = "embed"
 _local_locks: dict[int, threading.Lock] = {}
 _local_locks_guard = threading.Lock()
+EXPORT_LOCK_SECONDS = 20 * 60  # a 1M x 512 embeddings export writes 2 GB: a few minutes
+_export_locks: dict[int, threading.Lock] = {}
 
 
 @contextmanager
@@ -42,6 +44,35 @@ def gallery_lock(gallery_id):
                 lock.release()
             except redis.exceptions.LockError:
                 logger.warning("index lock of gallery %s expired before release", gallery_id)
+
+
+@contextmanager
+def export_lock(export_id):
+    """Hold a Redis lock while one delivery builds an export; yield False if another holder has it."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        with _local_locks_guard:
+            local = _export_locks.setdefault(export_id, threading.Lock())
+        acquired = local.acquire(blocking=False)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                local.release()
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    # Shorter than the rebuild lock: a crashed builder's export is taken up again by beat's next sweep.
+    lock = client.lock(f"imagesearch:export-lock:{export_id}", timeout=EXPORT_LOCK_SECONDS, blocking=False)
+    acquired = lock.acquire()
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                logger.warning("lock of export %s expired before release", export_id)
 
 
 def embed_queue_idle():

@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import numpy as np
+from django.conf import settings
 from django.db.models import Count, Min, OuterRef, Subquery
 from django.http import Http404
 from django.utils import timezone
@@ -122,8 +123,13 @@ def home_galleries(*, user):
     return _with_cover(mine, user), _with_cover(public, user)[:HOME_PUBLIC_LIMIT]
 
 
-def gallery_status(*, gallery):
-    """Counts by embedding state, throughput over the last minute and an ETA."""
+def gallery_status(*, gallery, detailed=False):
+    """Counts by embedding state, throughput over the last minute and an ETA.
+
+    The index part says in plain words whether search is ready (`label`); with
+    `detailed` (staff) it adds the build's internals: version, search mode,
+    search_k and pool, measured recall, and the one-line search summary.
+    """
     counts = dict.fromkeys(EmbeddingState.values, 0)
     for row in gallery.images.values("embedding_state").annotate(n=Count("pk")):
         counts[row["embedding_state"]] = row["n"]
@@ -142,21 +148,30 @@ def gallery_status(*, gallery):
     remaining = counts[EmbeddingState.PENDING] + counts[EmbeddingState.PROCESSING]
     total = sum(counts.values())
     build = gallery.current_build()
-    search = index_search_mode(build)
-    return {
+    index = {
+        "ready": build is not None,
+        "items": build.item_count if build else 0,
+        "built_at": build.built_at.isoformat() if build else None,
+        "stale": gallery.index_dirty,
+        "label": index_label(build, gallery.index_dirty),
+    }
+    status = {
         "counts": counts,
         "total": total,
         "done": counts[EmbeddingState.READY] + counts[EmbeddingState.FAILED],
         "remaining": remaining,
         "images_per_second": round(rate, 2),
         "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
+        "index": index,
         # While the site switches backbone: n of N re-embedded (search serves the previous model meanwhile).
         "switch": pipeline.switch_coverage(gallery=gallery).as_json(),
-        "index": {
+    }
+    if not detailed:
+        return status
+    search = index_search_mode(build)
+    index.update(
+        {
             "version": build.version if build else None,
-            "items": build.item_count if build else 0,
-            "built_at": build.built_at.isoformat() if build else None,
-            "stale": gallery.index_dirty,
             # How the build is searched and how well, as its calibration measured it.
             "mode": search["mode"],
             "search_k": build.search_k if build else 0,
@@ -164,8 +179,48 @@ def gallery_status(*, gallery):
             "recall": search["recall"],
             "recall_queries": build.recall_queries if build and search["recall"] is not None else 0,
             "search": search_summary(build),
-        },
+        }
+    )
+    return status
+
+
+def gallery_health(*, gallery, failures=10):
+    """For staff: embedding coverage, the index's age and search quality, and the latest failures with reasons.
+
+    Returns {"status" (gallery_status, detailed), "index_age_seconds", "stale_since", "failed_images"
+    (the latest `failures` failed images), "failed_builds", "grouping", "map", "stuck"}.
+    """
+    status = gallery_status(gallery=gallery, detailed=True)
+    build = gallery.current_build()
+    now = timezone.now()
+    stuck_before = now - timedelta(seconds=settings.IMAGESEARCH_STUCK_AFTER_SECONDS)
+    grouping = GroupingRun.objects.filter(build=build).first() if build else None
+    map_build = MapBuild.objects.filter(build=build).first() if build else None
+    return {
+        "status": status,
+        "built_at": build.built_at if build else None,
+        "index_age_seconds": round((now - build.built_at).total_seconds()) if build else None,
+        "stale_since": gallery.index_dirty_since if gallery.index_dirty else None,
+        "stuck": gallery.images.filter(embedding_state=EmbeddingState.PROCESSING, claimed_at__lt=stuck_before).count(),
+        "failed_images": list(
+            gallery.images.filter(embedding_state=EmbeddingState.FAILED)
+            .order_by("-created_at", "-pk")
+            .only("pk", "original_name", "embedding_error", "created_at")[:failures]
+        ),
+        "failed_builds": list(
+            IndexBuild.objects.filter(gallery=gallery, status=IndexBuild.Status.FAILED).order_by("-built_at")[:3]
+        ),
+        "grouping": grouping,
+        "map": map_build,
     }
+
+
+def index_label(build, stale):
+    """The index chip's words for anyone: whether search is ready, with no build numbers."""
+    if build is None:
+        return "search not ready yet"
+    items = f"{build.item_count} image{'' if build.item_count == 1 else 's'} searchable"
+    return items + (" · update queued" if stale else "")
 
 
 def index_search_mode(build):
@@ -240,3 +295,48 @@ def open_groups(*, gallery):
 def duplicate_group_of(*, image):
     """Return the open near-duplicate group holding `image`, or None."""
     return open_groups(gallery=image.gallery).filter(members__image=image).first()
+
+
+def gallery_images_by_ids(*, gallery, user, ids):
+    """The images of `gallery` among `ids` that `user` may see, in the order of `ids` (missing ones left out)."""
+    found = {image.pk: image for image in gallery.images.visible_to(user).filter(pk__in=ids)}
+    return [found[pk] for pk in ids if pk in found]
+
+
+def trash_items_by_ids(*, gallery, ids):
+    """The rows of `gallery`'s trash among `ids`."""
+    return list(gallery.trash.filter(pk__in=ids).order_by("id"))
+
+
+def gallery_exports(*, gallery):
+    """The gallery's exports, newest first (each owner-only: the caller has checked the owner)."""
+    return gallery.exports.select_related("gallery")
+
+
+def export_for_owner(*, user, pk):
+    """Return the export if `user` owns its gallery; 404 otherwise, staff included (only the owner downloads)."""
+    export = (
+        Export.objects.select_related("gallery").filter(pk=pk, gallery__owner_id=user.pk).first()
+        if user.is_authenticated
+        else None
+    )
+    if export is None:
+        raise Http404("No such export.")
+    return export
+
+
+def gallery_exports(*, gallery):
+    """The gallery's exports, newest first (each owner-only: the caller has checked the owner)."""
+    return gallery.exports.select_related("gallery")
+
+
+def export_for_owner(*, user, pk):
+    """Return the export if `user` owns its gallery; 404 otherwise, staff included (only the owner downloads)."""
+    export = (
+        Export.objects.select_related("gallery").filter(pk=pk, gallery__owner_id=user.pk).first()
+        if user.is_authenticated
+        else None
+    )
+    if export is None:
+        raise Http404("No such export.")
+    return export

@@ -12,7 +12,7 @@ from celery import shared_task
 from gallery import embedding, jobs, locks, services
 from gallery.models import Gallery
 from gallery.search import queries
-from gallery.services import outside_queries
+from gallery.services import exports, outside_queries
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +142,20 @@ def purge_outside_queries():
     if deleted:
         logger.info("purged %d expired outside quer%s", deleted, "y" if deleted == 1 else "ies")
     return deleted
+
+
+@shared_task(name=jobs.BUILD_EXPORT, acks_late=True, reject_on_worker_lost=True)
+def build_export(export_id):
+    """Build one export an owner asked for (once: a ready or failed export is left as it is)."""
+    export = exports.export_build(export_id=export_id)
+    return None if export is None else export.status
+
+
+@shared_task(name="gallery.tasks.purge_exports")
+def purge_exports():
+    """Delete exports older than IMAGESEARCH_EXPORT_DAYS, and queue again those lost on the way (run by beat)."""
+    purged = exports.exports_purge_expired()
+    requeued = exports.exports_requeue_stuck()
+    if purged or requeued:
+        logger.info("purged %d expired export(s), queued %d again", purged, len(requeued))
+    return purged

@@ -2,7 +2,8 @@ from django.urls import include, path
 
 from gallery.api import maps as api_maps
 from gallery.api import views as api
-from gallery.views import duplicates, media, pages, results
+from gallery.views import duplicates, media, pages, results, selection
+from gallery.views import exports as export_views
 from gallery.views import maps as map_views
 
 api_urlpatterns = [
@@ -19,6 +20,9 @@ api_urlpatterns = [
     path("galleries/<slug:slug>/compare", api.compare, name="api_compare"),
     path("images/<int:pk>/keep", api.image_keep, name="api_image_keep"),
     path("images/<int:pk>/skip", api.image_skip, name="api_image_skip"),
+    path("galleries/<slug:slug>/exports", api.exports, name="api_exports"),
+    path("exports/<int:pk>", api.export_detail, name="api_export"),
+    path("exports/<int:pk>/download", api.export_download, name="api_export_download"),
 ]
 
 urlpatterns = [
@@ -31,6 +35,7 @@ urlpatterns = [
     path("g/<slug:slug>/delete/", pages.gallery_delete, name="gallery_delete"),
     path("g/<slug:slug>/upload/", pages.gallery_upload, name="gallery_upload"),
     path("g/<slug:slug>/retry/", pages.gallery_retry_failed, name="gallery_retry"),
+    path("g/<slug:slug>/repair/", pages.gallery_repair, name="gallery_repair"),
     path("g/<slug:slug>/duplicates/", duplicates.review, name="gallery_duplicates"),
     path("g/<slug:slug>/duplicates/all/", duplicates.resolve_all, name="gallery_duplicates_resolve_all"),
     path("g/<slug:slug>/duplicates/<int:group_id>/", duplicates.resolve, name="gallery_duplicates_resolve"),
@@ -41,6 +46,13 @@ urlpatterns = [
     path("g/<slug:slug>/trash/restore/", duplicates.trash_restore, name="gallery_trash_restore"),
     path("g/<slug:slug>/trash/purge/", duplicates.trash_purge, name="gallery_trash_purge"),
     path("g/<slug:slug>/trash/<int:pk>/thumb", duplicates.trash_thumbnail, name="gallery_trash_thumb"),
+    path("g/<slug:slug>/trash/undo/", selection.trash_undo, name="gallery_trash_undo"),
+    path("g/<slug:slug>/images/trash/", selection.images_trash, name="gallery_images_trash"),
+    path("g/<slug:slug>/images.zip", selection.images_zip, name="gallery_images_zip"),
+    path("g/<slug:slug>/exports/", export_views.exports_page, name="gallery_exports"),
+    path("g/<slug:slug>/exports/new/", export_views.export_create, name="gallery_export_create"),
+    path("g/<slug:slug>/exports/status.json", export_views.exports_status, name="gallery_exports_status"),
+    path("g/<slug:slug>/exports/<int:pk>/download", export_views.export_download, name="gallery_export_download"),
     path("g/<slug:slug>/status.json", pages.gallery_status, name="gallery_status"),
     path("g/<slug:slug>/map/", map_views.gallery_map, name="gallery_map"),
     path("g/<slug:slug>/map/points.bin", map_views.gallery_map_points, name="gallery_map_points"),

@@ -408,6 +408,11 @@ if IMAGESEARCH_TARGET_RECALL > 1.0:
 IMAGESEARCH_COPY_PROBES = env_int("IMAGESEARCH_COPY_PROBES", 24, minimum=0, maximum=1000)
 # Days a trashed image stays restorable before beat deletes it and its files for good.
 IMAGESEARCH_TRASH_DAYS = env_int("IMAGESEARCH_TRASH_DAYS", 30, minimum=1, maximum=3650)
+# A ZIP of selected originals holds at most this many images and this many MB (summed file sizes).
+IMAGESEARCH_ZIP_MAX_IMAGES = env_int("IMAGESEARCH_ZIP_MAX_IMAGES", 500, minimum=1)
+IMAGESEARCH_ZIP_MAX_MB = env_int("IMAGESEARCH_ZIP_MAX_MB", 2048, minimum=1)
+# Days an owner's export (embeddings, index snapshot, result list) stays downloadable before beat deletes it.
+IMAGESEARCH_EXPORT_DAYS = env_int("IMAGESEARCH_EXPORT_DAYS", 7, minimum=1, maximum=365)
 # How the index worker lays a gallery out in 2-D after each build (gallery.analysis.layout):
 # pca (fast, deterministic), umap (needs umap-learn) or tsne (needs scikit-learn).
 IMAGESEARCH_MAP_METHOD = env_str("IMAGESEARCH_MAP_METHOD", "pca").lower()
@@ -461,6 +466,7 @@ CELERY_TASK_ROUTES = {
     "gallery.tasks.rebuild_index": {"queue": "index"},
     "gallery.tasks.probe_copies": {"queue": "embed"},
     "gallery.tasks.find_duplicates": {"queue": "index"},
+    "gallery.tasks.build_export": {"queue": "index"},
     "gallery.tasks.build_map": {"queue": "index"},
     "gallery.tasks.embed_query": {"queue": "query"},
 }
@@ -491,6 +497,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gallery.tasks.purge_trash",
         "schedule": 3600.0,
         "options": {"expires": 3600.0},
+    },
+    "purge-exports": {
+        "task": "gallery.tasks.purge_exports",
+        "schedule": 600.0,
+        "options": {"expires": 600.0},
     },
 }
 

@@ -147,9 +147,9 @@ def test_the_gallery_page_in_the_admin_says_how_it_is_searched(staff_client, lar
 # --- The gallery's status ---------------------------------------------------------------
 
 
-def test_a_small_gallery_says_it_is_searched_exactly(client, owner, small):
+def test_a_small_gallery_says_it_is_searched_exactly(client, staff, owner, small):
     recorded_build(small, items=300, exact=True, search_k=1024, pool=128, recall=1.0, queries=300)
-    client.force_login(owner)
+    client.force_login(staff)  # the build's internals are for staff
 
     index = status(client, small)["index"]
 
@@ -159,9 +159,12 @@ def test_a_small_gallery_says_it_is_searched_exactly(client, owner, small):
     assert "Search: exact (all 300 images)" in client.get(small.get_absolute_url()).content.decode()
 
 
-def test_a_large_gallery_gives_its_measured_recall(client, owner, other, large):
+def test_a_large_gallery_gives_its_measured_recall(client, staff, owner, other, large):
     recorded_build(large, 3, items=100_000, search_k=4096, pool=256, recall=0.9962, queries=400)
-    client.force_login(other)  # a visitor of the public gallery sees the same status
+    client.force_login(other)  # a visitor of the public gallery reads only whether search is ready
+    assert set(status(client, large)["index"]) == {"ready", "items", "built_at", "stale", "label"}
+    assert "recall@10" not in client.get(large.get_absolute_url()).content.decode()
+    client.force_login(staff)
 
     index = status(client, large)["index"]
 
@@ -172,43 +175,43 @@ def test_a_large_gallery_gives_its_measured_recall(client, owner, other, large):
     assert index["search"] in client.get(large.get_absolute_url()).content.decode()
 
 
-def test_a_build_before_calibration_says_its_recall_was_not_measured(client, owner, large):
+def test_a_build_before_calibration_says_its_recall_was_not_measured(client, staff, owner, large):
     recorded_build(large, 2, items=90_000)
-    client.force_login(owner)
+    client.force_login(staff)  # the build's internals are for staff
     index = status(client, large)["index"]
     assert (index["mode"], index["recall"], index["recall_queries"]) == ("fixed", None, 0)
     assert index["search"] == "Index v2: recall not measured (built before calibration)"
 
 
-def test_a_build_of_another_model_says_search_is_exact_until_it_is_rebuilt(client, owner, large):
+def test_a_build_of_another_model_says_search_is_exact_until_it_is_rebuilt(client, staff, owner, large):
     recorded_build(large, 4, items=100_000, search_k=4096, pool=256, recall=0.9962, queries=400)
     IndexBuild.objects.filter(gallery=large).update(embedding_version="an-older-model")
     IndexBuild.forget_cached()
-    client.force_login(owner)
+    client.force_login(staff)  # the build's internals are for staff
     index = status(client, large)["index"]
     assert (index["mode"], index["recall"]) == ("exact", None)
     assert index["search"] == "Search: exact until index v4 is rebuilt for the current model"
 
 
-def test_a_gallery_without_an_index_shows_no_search_line(client, owner, small):
-    client.force_login(owner)
+def test_a_gallery_without_an_index_shows_no_search_line(client, staff, owner, small):
+    client.force_login(staff)  # the build's internals are for staff
     index = status(client, small)["index"]
     assert (index["mode"], index["recall"], index["search"]) == ("exact", None, None)
     assert 'id="status-search"' not in client.get(small.get_absolute_url()).content.decode()
 
 
-def test_the_status_reads_the_current_build_from_the_process_cache(client, owner, large):
+def test_the_status_reads_the_current_build_from_the_process_cache(client, staff, owner, large):
     recorded_build(large, items=100_000, search_k=4096, pool=256, recall=0.9962, queries=400)
-    client.force_login(owner)
+    client.force_login(staff)  # the build's internals are for staff
     status(client, large)
     with CaptureQueriesContext(connection) as queries:
         assert status(client, large)["index"]["recall"] == 0.9962
     assert not [q["sql"] for q in queries if "gallery_indexbuild" in q["sql"]]
 
 
-def test_a_real_build_shows_what_its_calibration_chose(client, owner):
+def test_a_real_build_shows_what_its_calibration_chose(client, staff, owner):
     gallery, _images, _vecs, build = vectors.indexed_gallery(owner, "calibrated-status", n=300, seed=8)
-    client.force_login(owner)
+    client.force_login(staff)  # the build's internals are for staff
 
     index = status(client, gallery)["index"]
 

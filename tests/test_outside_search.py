@@ -19,6 +19,7 @@ from gallery.embedding import backbones
 from gallery.models import Gallery, ModerationState, OutsideQuery, Visibility
 from gallery.search import queries
 from gallery.services import outside_queries
+from gallery.views.common import UNAVAILABLE_FOR_PEOPLE
 from tests import imagegen
 
 pytestmark = pytest.mark.django_db
@@ -238,8 +239,10 @@ def worker_inline(monkeypatch, through_worker):
     return sent
 
 
-def test_no_query_worker_is_a_readable_503_and_nothing_is_stored(client, owner, gallery, through_worker):
+def test_no_query_worker_is_a_readable_503_and_nothing_is_stored(client, owner, staff, gallery, through_worker):
     client.force_login(owner)
+    assert UNAVAILABLE_FOR_PEOPLE in post_search(client, gallery).content.decode()  # workers are staff's business
+    client.force_login(staff)
     calls = backbones.active().calls
     response = post_search(client, gallery)
     assert response.status_code == 503
@@ -264,7 +267,7 @@ def test_the_query_worker_embeds_the_same_vector_as_this_process(client, owner, 
 
 
 def test_a_query_worker_without_weights_answers_with_the_weights_message(
-    client, owner, gallery, worker_inline, monkeypatch
+    client, owner, staff, gallery, worker_inline, monkeypatch
 ):
     message = "VGG16 weights file /models/vgg16.h5 does not exist."
 
@@ -274,6 +277,13 @@ def test_a_query_worker_without_weights_answers_with_the_weights_message(
     monkeypatch.setattr(embedding, "embed_batch", no_weights)
     client.force_login(owner)
     response = post_search(client, gallery)
+    # The owner reads a plain sentence; the path of the weights file is for staff (and the log).
+    assert response.status_code == 503
+    assert UNAVAILABLE_FOR_PEOPLE in response.content.decode() and "/models/" not in response.content.decode()
+    api = client.post(reverse("api_search", args=[gallery.slug]), {"image": upload()})
+    assert api.status_code == 503 and api.json()["error"] == UNAVAILABLE_FOR_PEOPLE
+    client.force_login(staff)
+    response = post_search(client, gallery)
     assert response.status_code == 503
     assert f"Search with a picture is unavailable: {message}" in response.content.decode()
     api = client.post(reverse("api_search", args=[gallery.slug]), {"image": upload()})
@@ -281,10 +291,10 @@ def test_a_query_worker_without_weights_answers_with_the_weights_message(
     assert not OutsideQuery.objects.exists()
 
 
-def test_a_query_worker_of_another_model_version_is_refused(client, owner, gallery, worker_inline, monkeypatch):
+def test_a_query_worker_of_another_model_version_is_refused(client, owner, staff, gallery, worker_inline, monkeypatch):
     answer = queries.answer
     monkeypatch.setattr(queries, "answer", lambda payload: {**answer(payload), "version": "other-model/imagenet"})
-    client.force_login(owner)
+    client.force_login(staff)
     response = post_search(client, gallery)
     assert response.status_code == 503 and "the query worker embeds with other-model/imagenet" in (
         response.content.decode()

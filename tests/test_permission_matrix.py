@@ -9,10 +9,13 @@ import base64
 import re
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from gallery import services
+from gallery.models import Export
 from gallery.search import queries
 from gallery.services import outside_queries
 from tests import imagegen, permission_world
@@ -61,6 +64,14 @@ def stored_query_token(gallery, user):
     return queries.token_for(stored)
 
 
+def ready_export(gallery, owner):
+    """A finished export of `gallery` with a file in storage (as a worker leaves it)."""
+    name = default_storage.save(f"exports/{gallery.pk}/matrix.csv", ContentFile(b"rank,id\n"))
+    return Export.objects.create(
+        gallery=gallery, requested_by=owner, kind="results", format="csv", status="ready", file=name
+    )
+
+
 def cases(world):
     """Yield (label, method, url, data, expected) for every URL pattern of the app."""
     p, g = world.galleries["private"].slug, world.galleries["public"].slug
@@ -98,6 +109,8 @@ def cases(world):
         yield f"edit POST {slug}", "post", reverse("gallery_edit", args=[slug]), {"title": ""}, OWNER_ONLY_GET
         yield f"upload {slug}", "post", reverse("gallery_upload", args=[slug]), {}, OWNER_ONLY_POST
         yield f"retry {slug}", "post", reverse("gallery_retry", args=[slug]), {}, OWNER_ONLY_POST
+        # The health panel's repair: staff alone (the owner too gets 404, as for a page that is not there).
+        yield f"repair {slug}", "post", reverse("gallery_repair", args=[slug]), {}, expect(404, 404, LOGIN, 302)
         yield f"api upload {slug}", "post", reverse("api_upload", args=[slug]), {}, expect(400, 404, 404, 404)
         # Near-duplicates, compare and the trash: the owner's alone, whatever the gallery's visibility.
         for view in ("gallery_duplicates", "gallery_duplicates_csv", "gallery_duplicates_json", "gallery_trash"):
@@ -118,6 +131,29 @@ def cases(world):
         api_one = reverse("api_duplicates_resolve", args=[slug, 10**9])
         yield f"api resolve {slug}", "post", api_one, {"action": "keep_all"}, expect(404, 404, 404, 404)
         yield f"api compare {slug}", "post", reverse("api_compare", args=[slug]), {}, expect(400, 404, 404, 404)
+        # Acting on a selection: trash and undo are the owner's; a ZIP is for whoever may open the gallery.
+        yield f"images trash {slug}", "post", reverse("gallery_images_trash", args=[slug]), {}, OWNER_ONLY_POST
+        undo = reverse("gallery_trash_undo", args=[slug])
+        yield f"trash undo {slug}", "post", undo, {}, expect(400, 404, LOGIN, 404)  # 400: no rows named
+        zip_url = reverse("gallery_images_zip", args=[slug])
+        yield f"zip without ids {slug}", "get", zip_url, None, {k: (400 if v == 200 else v) for k, v in who.items()}
+        shown = world.image("priv-approved.jpg" if slug == p else "pub-approved.jpg").pk
+        yield f"zip {slug}", "get", f"{zip_url}?ids={shown}", None, who
+        # Exports: the owner's alone, staff included (they see the metadata in the admin, never the file).
+        yield f"exports {slug}", "get", reverse("gallery_exports", args=[slug]), None, OWNER_ONLY_GET
+        yield f"exports status {slug}", "get", reverse("gallery_exports_status", args=[slug]), None, OWNER_ONLY_GET
+        ask = reverse("gallery_export_create", args=[slug])
+        yield f"export request {slug}", "post", ask, {"kind": "embeddings"}, OWNER_ONLY_POST
+        export = ready_export(gallery, world.owner)
+        download = reverse("gallery_export_download", args=[slug, export.pk])
+        yield f"export download {slug}", "get", download, None, OWNER_ONLY_GET
+        api_list = reverse("api_exports", args=[slug])
+        yield f"api exports {slug}", "get", api_list, None, expect(200, 404, 404, 404)
+        yield f"api export request {slug}", "post", api_list, {}, expect(400, 404, 404, 404)  # 400: no kind named
+        api_one = reverse("api_export", args=[export.pk])
+        yield f"api export {slug}", "get", api_one, None, expect(200, 404, 404, 404)
+        api_file = reverse("api_export_download", args=[export.pk])
+        yield f"api export download {slug}", "get", api_file, None, expect(200, 404, 404, 404)
     t = world.galleries["theirs"].slug
     yield f"gallery {t}", "get", reverse("gallery_detail", args=[t]), None, THEIRS
     yield f"edit {t}", "get", reverse("gallery_edit", args=[t]), None, expect(404, 200, LOGIN, 404)
@@ -150,6 +186,7 @@ def cases(world):
         reverse("admin:gallery_image_changelist"),
         reverse("admin:gallery_moderationqueueitem_changelist"),
         reverse("admin:gallery_gallery_changelist"),
+        reverse("admin:gallery_export_changelist"),
         reverse("admin:gallery_image_change", args=[world.image("priv-pending.jpg").pk]),
     ]
     for url in admin_pages:
@@ -160,6 +197,8 @@ def cases(world):
         yield f"keep {name}", "post", reverse("image_upload_keep", args=[pk]), {}, expect(200, 404, LOGIN, 404)
         yield f"api keep {name}", "post", reverse("api_image_keep", args=[pk]), {}, expect(200, 404, 404, 404)
     # Deleting and skipping last: the owner's request moves the image to the trash.
+    for name in ("priv-approved.jpg", "pub-approved.jpg"):
+        yield f"delete page {name}", "get", reverse("image_delete", args=[world.image(name).pk]), None, OWNER_ONLY_GET
     for name in ("priv-approved.jpg", "pub-approved.jpg"):
         yield f"delete {name}", "post", reverse("image_delete", args=[world.image(name).pk]), {}, OWNER_ONLY_POST
     skip, api_skip = world.image("priv-pending.jpg").pk, world.image("pub-pending.jpg").pk

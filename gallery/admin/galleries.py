@@ -142,7 +142,7 @@ class GalleryAdmin(admin.ModelAdmin):
     def index_status(self, obj):
         if obj.pk is None:
             return "—"
-        full = selectors.gallery_status(gallery=obj)
+        full = selectors.gallery_status(gallery=obj, detailed=True)  # the admin is staff's
         status = full["index"]
         if status["version"] is None:
             text = "Not built yet"

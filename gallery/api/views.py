@@ -4,19 +4,29 @@ Authenticate with the session (and its CSRF token for POST) or HTTP Basic
 (`curl -u user:password`), which needs no CSRF token (gallery.api.auth).
 """
 
+import json
+
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from gallery import search, selectors, services
 from gallery.api.auth import api_view
 from gallery.api.schemas import outside_search_json, results_json
 from gallery.forms import SearchControlsForm
 from gallery.models import DuplicateGroup
+from gallery.services import exports as export_services
 from gallery.services import outside_queries
 from gallery.views import duplicates as dup_views
-from gallery.views.common import QueryImageError, embed_query_file, outside_results_url, query_error_status
+from gallery.views import exports as export_views
+from gallery.views.common import (
+    QueryImageError,
+    embed_query_file,
+    outside_results_url,
+    query_error_message,
+    query_error_status,
+)
 
 
 def _controls(request):
@@ -56,7 +66,7 @@ def search_gallery(request, slug):
     try:
         query, data = embed_query_file(upload, gallery=gallery)
     except QueryImageError as exc:
-        return JsonResponse({"error": str(exc)}, status=query_error_status(exc))
+        return JsonResponse({"error": query_error_message(exc, request.user)}, status=query_error_status(exc))
     stored = outside_queries.outside_query_create(
         gallery=gallery, user=request.user, name=upload.name, query=query, picture=data
     )
@@ -88,7 +98,7 @@ def search_gallery(request, slug):
 @require_GET
 def status(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
-    return JsonResponse(selectors.gallery_status(gallery=gallery))
+    return JsonResponse(selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff))
 
 
 @api_view
@@ -192,3 +202,47 @@ def image_keep(request, pk):
 @require_POST
 def image_skip(request, pk):
     return dup_views.skip_response(request, pk)
+
+
+# --- Exports: the owner's alone (staff included, anyone else gets 404) ---
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def exports(request, slug):
+    """GET: the gallery's exports. POST: ask for one (form fields, or a JSON body {"kind", "format", "params"})."""
+    gallery = selectors.gallery_for_owner(user=request.user, slug=slug)
+    if request.method == "GET":
+        items = selectors.gallery_exports(gallery=gallery)[: export_views.LISTED]
+        return JsonResponse(
+            {"gallery": gallery.slug, "exports": [export_views.export_json(request, e, api=True) for e in items]}
+        )
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            return JsonResponse({"error": "The body is not valid JSON."}, status=400)
+        if not isinstance(data, dict) or not isinstance(data.get("params", {}), dict):
+            return JsonResponse({"error": 'Send {"kind": ..., "format": ..., "params": {...}}.'}, status=400)
+        params = data.get("params", {})
+    else:
+        data, params = request.POST, export_views.params_from(request.POST)
+    try:
+        export = export_views.request_from(request, gallery, data, params)
+    except export_services.ExportError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(export_views.export_json(request, export, api=True), status=202)
+
+
+@api_view
+@require_GET
+def export_detail(request, pk):
+    export = selectors.export_for_owner(user=request.user, pk=pk)
+    return JsonResponse(export_views.export_json(request, export, api=True))
+
+
+@api_view
+@require_GET
+def export_download(request, pk):
+    """The export's file, for Basic-auth clients as for the session (as on the Exports page)."""
+    return export_views.download_response(selectors.export_for_owner(user=request.user, pk=pk))

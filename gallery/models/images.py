@@ -1,3 +1,4 @@
+import re
 import uuid
 
 from django.conf import settings
@@ -7,6 +8,9 @@ from django.urls import reverse
 from gallery import access, vectors
 from gallery.models.galleries import Gallery
 from gallery.models.moderation import ModerationState
+
+# " (SomeError: ...)" or " (some.module.Error: ...)" inside an embedding error: a library's words.
+_EXCEPTION_DETAIL = re.compile(r"\s*\((?:[\w.]+(?:Error|Exception|Warning)|[\w.]+\.\w+): [^)]*\)")
 
 
 class EmbeddingState(models.TextChoices):
@@ -111,6 +115,16 @@ class Image(models.Model):
 
     def get_absolute_url(self):
         return reverse("image_detail", kwargs={"pk": self.pk})
+
+    @property
+    def failure_reason(self):
+        """Why embedding failed, for the owner: the message without the library's exception detail.
+
+        The pipeline writes e.g. "The image could not be decoded (OSError: broken data stream ...)."; the
+        part in brackets names Pillow's exception and is for staff (who see embedding_error whole).
+        """
+        reason = _EXCEPTION_DETAIL.sub("", self.embedding_error).strip()
+        return reason or "It could not be read as a picture."
 
     def is_visible_to(self, user):
         """ImageQuerySet.visible_to for this one row (its gallery loaded): may `user` see it?"""

@@ -254,6 +254,33 @@ def _fetch(local_path: Path, remote_name: str) -> None:
             os.unlink(tmp)
 
 
+def verified_files(ref: Ref) -> tuple[Path, ...]:
+    """Fetch (if need be) and verify a version's files against its checksum; return their local paths.
+
+    In SUFFIXES order, for copying them elsewhere (an export): nothing is
+    opened with Annoy. Raise Missing or IndexUnavailable as open_version does.
+    """
+    paths = local_paths(ref.gallery_id, ref.version)
+    remotes = _remote_names(ref.gallery_id, ref.version)
+    try:
+        for i in LAST_ANN:
+            _fetch(paths[i], remotes[i])
+    except IndexUnavailable:
+        raise
+    except Exception as exc:  # storage down or refusing
+        raise Missing(f"v{ref.version} cannot be fetched: {type(exc).__name__}: {exc}") from exc
+    if not ref.checksum:
+        raise IndexUnavailable(f"v{ref.version} has no checksum")
+    try:
+        if not _verified(paths, ref.checksum):
+            if checksum(paths) != ref.checksum:
+                raise IndexUnavailable(f"v{ref.version} does not match its checksum")
+            _mark_verified(paths, ref.checksum)
+    except OSError as exc:  # a file removed meanwhile (a newer build cleaning up)
+        raise Missing(f"v{ref.version} cannot be read: {exc}") from exc
+    return paths
+
+
 def _npy_shape(path: Path, dtype: str) -> tuple[int, ...]:
     """Check an .npy file's header and size without trusting it; return its shape."""
     with open(path, "rb") as fh:

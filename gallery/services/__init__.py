@@ -27,6 +27,7 @@ from gallery.services.galleries import (
     gallery_rebuild_request,
     gallery_update,
 )
+from gallery.services.health import Repair, gallery_repair
 from gallery.services.indexing import (
     galleries_ready_to_switch,
     gallery_rebuild_index,
@@ -62,6 +63,8 @@ from gallery.services.uploads import (
 
 __all__ = [
     "ACTIONS",
+    "Repair",
+    "gallery_repair",
     "Compared",
     "Comparison",
     "HashLookup",

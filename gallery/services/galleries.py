@@ -60,6 +60,7 @@ def gallery_delete(*, gallery: Gallery) -> None:
     """Delete a gallery, its images, their stored files and its index files (after the commit)."""
     names = [n for pair in gallery.images.values_list("file", "thumbnail") for n in pair if n]
     names += [n for pair in gallery.trash.values_list("file", "thumbnail") for n in pair if n]
+    names += [n for n in gallery.exports.values_list("file", flat=True) if n]
     gallery_id = gallery.pk
     gallery.delete()
     transaction.on_commit(lambda: delete_files(names))

@@ -1,5 +1,6 @@
 """Helpers shared by the page and API views."""
 
+import logging
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -15,9 +16,12 @@ __all__ = [
     "QueryUnavailable",
     "embed_query_file",
     "outside_results_url",
+    "query_error_message",
     "query_error_status",
     "wants_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The result counts the pages offer.
 K_CHOICES = [6, 12, 24, 48, 100]
@@ -33,6 +37,21 @@ def embed_query_file(upload, *, gallery=None):
     data = upload.read()
     version = embedding.served_version(gallery) if gallery is not None else None
     return queries.outside_vector(data, version=version), data
+
+
+# What anyone but staff reads when search with a picture cannot run: the technical reason (a
+# weights file's path and errno, a worker's name) is for staff and the logs only.
+UNAVAILABLE_FOR_PEOPLE = (
+    "Search with a picture is being set up on this server and cannot run right now. Try again later."
+)
+
+
+def query_error_message(exc, user):
+    """The message of a QueryImageError for `user`: a bad picture's reason to all, an outage's detail to staff only."""
+    if isinstance(exc, QueryUnavailable) and not getattr(user, "is_staff", False):
+        logger.warning("%s", exc)
+        return UNAVAILABLE_FOR_PEOPLE
+    return str(exc)
 
 
 def query_error_status(exc):

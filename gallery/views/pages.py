@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery import access, selectors, services
@@ -82,7 +83,7 @@ def gallery_detail(request, slug):
             "gallery": gallery,
             "page": page,
             "can_edit": owner,
-            "status": selectors.gallery_status(gallery=gallery),
+            "status": selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff),
             "failed": failed if owner else [],
             "duplicate_groups": selectors.open_groups(gallery=gallery).count() if owner else 0,
             "trash_count": gallery.trash.count() if owner else 0,
@@ -90,6 +91,8 @@ def gallery_detail(request, slug):
             "k_choices": K_CHOICES,
             "default_k": settings.IMAGESEARCH_DEFAULT_K,
             "max_upload_bytes": settings.IMAGESEARCH_MAX_UPLOAD_BYTES,
+            # Staff's health panel (coverage, index age, recall, failures, repair).
+            "health": selectors.gallery_health(gallery=gallery) if request.user.is_staff else None,
         },
     )
 
@@ -123,9 +126,32 @@ def gallery_retry_failed(request, slug):
     return redirect(gallery)
 
 
+@login_required
+@require_POST
+def gallery_repair(request, slug):
+    """Staff only (404 for everyone else, as for a gallery they cannot see): queue every repair at once."""
+    if not request.user.is_staff:
+        raise Http404("No such gallery.")
+    gallery = selectors.gallery_for_view(user=request.user, slug=slug)
+    report = services.gallery_repair(gallery=gallery)
+    if wants_json(request):
+        return JsonResponse(
+            {
+                "retried": report.retried,
+                "requeued": report.requeued,
+                "rebuild": report.rebuild,
+                "grouping": report.grouping,
+                "map": report.map,
+                "message": report.message,
+            }
+        )
+    messages.success(request, report.message)
+    return redirect(gallery.get_absolute_url() + "#health")
+
+
 def gallery_status(request, slug):
     gallery = selectors.gallery_for_view(user=request.user, slug=slug)
-    return JsonResponse(selectors.gallery_status(gallery=gallery))
+    return JsonResponse(selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff))
 
 
 def image_detail(request, pk):
@@ -148,13 +174,22 @@ def image_detail(request, pk):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def image_delete(request, pk):
+    """GET: a page that asks first (so a click never deletes without scripts); POST: move it to the trash."""
     image = selectors.image_for_view(user=request.user, pk=pk)
     if not access.can_edit(request.user, image.gallery):
         raise Http404("No such image.")
     gallery = image.gallery
-    services.images_trash(images=[image], actor=request.user)
     days = settings.IMAGESEARCH_TRASH_DAYS
-    messages.success(request, f"“{image.original_name}” moved to the trash; it can be restored there for {days} days.")
+    if request.method == "GET":
+        return render(request, "gallery/image_confirm_delete.html", {"image": image, "gallery": gallery, "days": days})
+    name = image.original_name
+    (item,) = services.images_trash(images=[image], actor=request.user)
+    if wants_json(request):
+        undo = reverse("gallery_trash_undo", args=[gallery.slug])
+        return JsonResponse(
+            {"trashed": [item.pk], "count": 1, "message": f"“{name}” moved to the trash.", "undo": undo}
+        )
+    messages.success(request, f"“{name}” moved to the trash; it can be restored there for {days} days.")
     return redirect(gallery)

@@ -15,6 +15,7 @@ from gallery.views.common import (
     QueryImageError,
     embed_query_file,
     outside_results_url,
+    query_error_message,
     query_error_status,
 )
 
@@ -101,7 +102,7 @@ def gallery_search(request, slug):
         try:
             vector, data = embed_query_file(upload, gallery=gallery)
         except QueryImageError as exc:
-            error, status = str(exc), query_error_status(exc)
+            error, status = query_error_message(exc, request.user), query_error_status(exc)
         else:
             stored = outside_queries.outside_query_create(
                 gallery=gallery, user=request.user, name=upload.name, query=vector, picture=data

@@ -341,9 +341,7 @@
         eta.textContent = s.total ? "All images processed" : "Nothing to process yet";
       }
       var idx = document.getElementById("status-index");
-      idx.textContent = s.index.version
-        ? "index v" + s.index.version + " · " + s.index.items + " item" + (s.index.items === 1 ? "" : "s") + (s.index.stale ? " · refresh queued" : "")
-        : "index not built yet";
+      idx.textContent = s.index.label;  // plain words from the server; build numbers only in staff's panel
       var how = document.getElementById("status-search");
       if (how && s.index.search) how.textContent = s.index.search;
       box.classList.toggle("busy", s.remaining > 0);

@@ -93,10 +93,10 @@ def log_in(page, username, password):
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
 
 
-def drop_files(page, selector, files):
+def drop_files(page, selector, files, events=("dragenter", "dragover", "drop")):
     """Drop `files` [(name, mime, bytes)] on `selector` the way a desktop drag does:
     a DataTransfer holding real File objects, built in the page, carried by
-    dragenter, dragover and drop events dispatched on the element."""
+    dragenter, dragover and drop events dispatched on the element (`events`: some of them)."""
     payload = [{"name": n, "type": t, "b64": base64.b64encode(d).decode()} for n, t, d in files]
     transfer = page.evaluate_handle(
         """(files) => {
@@ -111,7 +111,7 @@ def drop_files(page, selector, files):
         }""",
         payload,
     )
-    for event in ("dragenter", "dragover", "drop"):
+    for event in events:
         page.dispatch_event(selector, event, {"dataTransfer": transfer})
 
 

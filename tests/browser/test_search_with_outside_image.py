@@ -18,6 +18,7 @@ def test_dropping_an_outside_picture_lists_its_neighbours(page, embedded_gallery
     outside = imagegen.encode(imagegen.near_duplicate(imagegen.scene(5), 7), "PNG")
     log_in(page, "owner", "pw-owner-123")
     page.goto(gallery.get_absolute_url())
+    page.get_by_role("button", name="Search with a picture").click()  # the toolbar opens the search panel
     page.get_by_label("results").select_option("6")
 
     with page.expect_navigation(timeout=120_000):
