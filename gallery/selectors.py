@@ -323,20 +323,3 @@ def export_for_owner(*, user, pk):
     if export is None:
         raise Http404("No such export.")
     return export
-
-
-def gallery_exports(*, gallery):
-    """The gallery's exports, newest first (each owner-only: the caller has checked the owner)."""
-    return gallery.exports.select_related("gallery")
-
-
-def export_for_owner(*, user, pk):
-    """Return the export if `user` owns its gallery; 404 otherwise, staff included (only the owner downloads)."""
-    export = (
-        Export.objects.select_related("gallery").filter(pk=pk, gallery__owner_id=user.pk).first()
-        if user.is_authenticated
-        else None
-    )
-    if export is None:
-        raise Http404("No such export.")
-    return export
