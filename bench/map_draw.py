@@ -206,7 +206,7 @@ def main():
             report["pan"] = phase(page, pan)
             report["zoom"] = phase(page, zoom)
             page.locator("#map-reset").click()
-            # Zoom in about one point (it stays under the cursor), deep enough that fewer than 400 are in view: thumbnails.
+            # Zoom in about one point (it stays under the cursor), deep enough that few are in view: thumbnails.
             at = page.evaluate(
                 "() => window.imagesearchMap.screenPosition(window.imagesearchMap.ids()[12345 % window.imagesearchMap.count()])"
             )

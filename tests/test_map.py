@@ -384,3 +384,13 @@ def test_the_api_takes_get_and_json_post_and_answers_like_api_similar(client, ow
     assert [r.status_code for r in errors] == [400] * len(errors)
     assert errors[2].json()["ids"] == [99999999]
     assert all(r.json()["error"] for r in errors)
+
+
+def test_a_system_check_warns_when_the_map_method_cannot_run(settings, monkeypatch):
+    from gallery import checks
+
+    assert checks.map_method_available(None) == []
+    settings.IMAGESEARCH_MAP_METHOD = "umap"
+    monkeypatch.setattr(layout.importlib.util, "find_spec", lambda name: None)
+    (warning,) = checks.map_method_available(None)
+    assert warning.id == "gallery.W004" and "pip install umap-learn" in warning.msg

@@ -14,7 +14,7 @@
   var tip = document.getElementById("map-tip");
   var loading = document.getElementById("map-loading");
   var MAX_QUERY = parseInt(root.dataset.maxQuery, 10) || 100;
-  var THUMBS_BELOW = 400; // points in view under which thumbnails are drawn
+  var THUMBS_BELOW = 250; // points in view under which thumbnails are drawn
   var THUMB_CACHE = 800; // thumbnails kept loaded (oldest dropped first)
   var HIT_PX = 8; // how near the cursor a point must be to count as under it
   var GRID = 256; // cells per side of the hover/click lookup grid
@@ -105,10 +105,24 @@
     if (img) { thumbs.delete(id); thumbs.set(id, img); return img; } // most recently used last
     img = new Image();
     img.decoding = "async";
-    img.onload = function () { dirty = true; };
+    img.onload = function () {
+      // Drawn from a copy at most as large as it is ever drawn: scaling a 240 px thumbnail down on
+      // every frame is most of a zoomed-in frame's cost in a software-rendered canvas.
+      if (window.createImageBitmap) {
+        var side = 96 * dpr, r = img.naturalWidth / img.naturalHeight;
+        createImageBitmap(img, { resizeWidth: Math.round(r >= 1 ? side : side * r), resizeHeight: Math.round(r >= 1 ? side / r : side), resizeQuality: "medium" })
+          .then(function (bitmap) { img.bitmap = bitmap; dirty = true; })
+          .catch(function () { dirty = true; });
+      }
+      dirty = true;
+    };
     img.src = root.dataset.thumbUrl.replace("/0/", "/" + id + "/");
     thumbs.set(id, img);
-    while (thumbs.size > THUMB_CACHE) thumbs.delete(thumbs.keys().next().value);
+    while (thumbs.size > THUMB_CACHE) {
+      var oldest = thumbs.keys().next().value, gone = thumbs.get(oldest);
+      if (gone.bitmap) gone.bitmap.close();
+      thumbs.delete(oldest);
+    }
     return img;
   }
 
@@ -139,7 +153,7 @@
         var cx = xs[j] * s + tx, cy = ys[j] * s + ty;
         if (img.complete && img.naturalWidth) {
           var ratio = img.naturalWidth / img.naturalHeight, tw = ratio >= 1 ? side : side * ratio, th = ratio >= 1 ? side / ratio : side;
-          ctx.drawImage(img, cx - tw / 2, cy - th / 2, tw, th);
+          ctx.drawImage(img.bitmap || img, cx - tw / 2, cy - th / 2, tw, th);
           if (state[j]) {
             ctx.lineWidth = 3 * dpr;
             ctx.strokeStyle = state[j] === 1 ? cssColour("--warn-dot", "#f59f00") : cssColour("--bad", "#b42318");
