@@ -22,13 +22,6 @@
     return (n / 1048576).toFixed(1) + " MB";
   }
 
-  function fmtEta(s) {
-    if (s === null || s === undefined) return "working…";
-    if (s < 90) return "about " + s + " s left";
-    if (s < 5400) return "about " + Math.round(s / 60) + " min left";
-    return "about " + (s / 3600).toFixed(1) + " h left";
-  }
-
   // Selects marked data-autosubmit apply at once (a button is there without JS).
   // Buttons that ask first (resolving every group, emptying the trash).
   document.addEventListener("click", function (e) {
@@ -56,6 +49,7 @@
         "). You can keep browsing this gallery; links open in a new tab until the uploads finish.";
     } else {
       box.textContent = totals.files + " file" + (totals.files === 1 ? "" : "s") + " sent: " + parts.join(", ") + ".";
+      document.dispatchEvent(new CustomEvent("uploads:done", { detail: totals }));  // grid.js collapses the rows
     }
   }
 
@@ -195,6 +189,7 @@
   function uploadFiles(form, files) {
     var list = document.getElementById("upload-list");
     var queue = files.map(function (f) { return makeItem(f, list); });
+    document.dispatchEvent(new CustomEvent("uploads:start"));  // grid.js opens the upload panel
     totals.files += queue.length;
     activeUploads += queue.length;
     updateSummary();
@@ -293,6 +288,7 @@
           var fresh = doc.getElementById(id), old = document.getElementById(id);
           if (fresh && old) old.replaceWith(document.importNode(fresh, true));
         });
+        document.dispatchEvent(new CustomEvent("grid:replaced"));  // grid.js marks the selection again
         if (push) history.pushState({ grid: true }, "", url);
         if (focus) {
           var heading = document.getElementById("grid-title");
@@ -308,6 +304,11 @@
         if (r) r.classList.remove("loading");
       });
   }
+  // For the viewer and the selection (viewer.js, grid.js): the same upload path and grid refresh.
+  window.imagesearch = {
+    uploadFiles: function (files) { if (uploadForm) uploadFiles(uploadForm, files); },
+    reloadGrid: function (url) { return loadGrid(url || window.location.href, false, false); }
+  };
   if (document.getElementById("grid-region")) {
     document.addEventListener("click", function (e) {
       var a = e.target.closest && e.target.closest("a[data-grid-nav]");
@@ -323,6 +324,8 @@
     var box = document.getElementById("status");
     var timer = null, lastDone = null, lastTotal = null, lastGridRefresh = 0;
     if (!box) return { kick: function () {} };
+    // Time left from the polls this page saw (static/gallery/eta.js): smoothed, warm-up and stalls handled.
+    var eta = window.ImagesearchEta ? new window.ImagesearchEta() : null;
 
     function render(s) {
       var fill = document.getElementById("status-fill");
@@ -334,11 +337,13 @@
       $("[data-count=ready]", box).textContent = s.counts.ready;
       $("[data-count=waiting]", box).textContent = s.remaining;
       $("[data-count=failed]", box).textContent = s.counts.failed;
-      var eta = document.getElementById("status-eta");
+      var etaText = document.getElementById("status-eta");
+      var left = eta ? eta.add(performance.now() / 1000, s.done, s.total) : null;
       if (s.remaining) {
-        eta.textContent = fmtEta(s.eta_seconds) + (s.images_per_second ? " · " + s.images_per_second + " images/s" : "");
+        etaText.textContent = window.ImagesearchEta ? window.ImagesearchEta.format(left) +
+          (left !== null && eta.rate ? " · " + window.ImagesearchEta.formatRate(eta.rate) : "") : "Working…";
       } else {
-        eta.textContent = s.total ? "All images processed" : "Nothing to process yet";
+        etaText.textContent = s.total ? "All images processed" : "Nothing to process yet";
       }
       var idx = document.getElementById("status-index");
       idx.textContent = s.index.label;  // plain words from the server; build numbers only in staff's panel
@@ -353,7 +358,8 @@
       var now = Date.now();
       if ((changed || force) && now - lastGridRefresh > 2500) {
         lastGridRefresh = now;
-        loadGrid(window.location.href, false, false);
+        // While the viewer shows an image its address is the image's: the grid is the gallery's.
+        loadGrid((history.state && history.state.gallery) || window.location.href, false, false);
       } else if (changed) {
         lastDone = null; // not refreshed yet: refresh on a later poll
       }
