@@ -615,3 +615,13 @@ def test_the_multi_image_results_page_offers_its_list_to_the_owner(client, owner
     payload = json.loads(stored_bytes(export))
     assert payload["query"] == {"pos": [images[1].pk, images[2].pk], "neg": [images[3].pk]}
     assert payload["results"][:100] == shown and len(shown) == 100 and payload["count"] == 297
+
+
+def test_the_gallery_page_links_its_owner_to_the_exports(client, owner, other, indexed):
+    gallery = indexed[0]
+    Gallery.objects.filter(pk=gallery.pk).update(visibility=Visibility.PUBLIC)
+    url = reverse("gallery_detail", args=[gallery.slug])
+    client.force_login(owner)
+    assert f'href="{reverse("gallery_exports", args=[gallery.slug])}"' in client.get(url).content.decode()
+    client.force_login(other)
+    assert 'id="exports-link"' not in client.get(url).content.decode()
