@@ -42,7 +42,7 @@ from gallery.search import projection, store
 METHODS = ("pca", "umap", "tsne")
 # What each non-default method needs, as `pip install` names it.
 PACKAGES = {"umap": ("umap", "umap-learn"), "tsne": ("sklearn", "scikit-learn")}
-NONLINEAR_SAMPLE = 10_000
+NONLINEAR_SAMPLE = 5_000  # t-SNE takes minutes at this size on two cores; the index queue waits meanwhile
 PLACE_NEIGHBOURS = 8
 PLACE_CHUNK = 2048  # items placed at a time: a (CHUNK, sample) distance block, 80 MB at the full sample
 
