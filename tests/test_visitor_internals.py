@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from gallery import embedding, services
-from gallery.models import EmbeddingState, Image, IndexBuild, SystemNotice, Visibility
+from gallery.models import EmbeddingState, Image, IndexBuild, MapBuild, SystemNotice, Visibility
 from gallery.views.common import UNAVAILABLE_FOR_PEOPLE
 from tests import imagegen
 
@@ -26,7 +26,7 @@ def world(owner, queued):
     ]
     Image.objects.filter(pk=images[0].pk).update(embedding_state=EmbeddingState.READY)
     Image.objects.filter(pk=images[1].pk).update(embedding_state=EmbeddingState.FAILED, embedding_error=DECODE_ERROR)
-    IndexBuild.objects.create(
+    build = IndexBuild.objects.create(
         gallery=gallery,
         version=7,
         embedding_version=embedding.version(),
@@ -37,6 +37,7 @@ def world(owner, queued):
         recall=0.9962,
         recall_queries=400,
     )
+    MapBuild.objects.create(gallery=gallery, build=build, item_count=1, duration_seconds=0.25)
     IndexBuild.forget_cached()
     SystemNotice.post(SystemNotice.WEIGHTS, WEIGHTS_ERROR)
     ready, failed = Image.objects.get(pk=images[0].pk), Image.objects.get(pk=images[1].pk)
@@ -50,6 +51,7 @@ def pages(world):
         "image": ready.get_absolute_url(),
         "failed image": failed.get_absolute_url(),
         "home": reverse("home"),
+        "map": reverse("gallery_map", args=[gallery.slug]),
         "status.json": reverse("gallery_status", args=[gallery.slug]),
         "api status": reverse("api_status", args=[gallery.slug]),
     }
@@ -114,6 +116,7 @@ def test_staff_see_every_internal(client, staff, world, make_user):
     assert '"version": 7' in html["status.json"] and '"search_k": 4096' in html["api status"]
     assert 'id="health"' in html["gallery"] and "search_k 4096, pool 256" in html["gallery"]
     assert DECODE_ERROR in html["gallery"]  # the health panel's latest failures, verbatim
+    assert "PCA of index v7, laid out in 0.25 s" in html["map"]
 
 
 def test_the_status_json_for_people_says_whether_search_is_ready(client, owner, world):
