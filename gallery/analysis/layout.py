@@ -146,6 +146,9 @@ def _fit_nonlinear(method: str, points: npt.NDArray[np.float32], seed: int) -> n
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
         model = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=1)
         return np.asarray(model.fit_transform(points), dtype=np.float64)
+    # numba caches compiled code beside its modules unless told otherwise; where site-packages is not
+    # writable (the Docker image runs as a user who does not own it) that fails the import.
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "imagesearch-numba"))
     import umap
 
     # A fixed random_state makes UMAP deterministic (it then runs on one thread).
