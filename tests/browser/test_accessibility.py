@@ -2,7 +2,9 @@
 no serious and no critical violation anywhere (each found one is printed with its elements).
 
 The gallery is embedded by a real worker (conftest.embedded_gallery), so the gallery page has
-photos, the image page its "Find similar" button, and both result pages real neighbours.
+photos, the image page its "Find similar" button, and both result pages real neighbours; the map
+page has the build's map and the exports page a finished export. On the gallery page the selection
+bar, the open viewer and its delete dialog are checked too.
 """
 
 import re
@@ -15,7 +17,8 @@ from django.utils.http import urlsafe_base64_encode
 from playwright.sync_api import expect
 
 from gallery import services
-from gallery.models import GroupingRun, Image
+from gallery.models import Export, Gallery, GroupingRun, Image, MapBuild
+from gallery.services import exports
 from tests import imagegen, live
 from tests.browser.axe import describe, violations
 from tests.browser.conftest import BROWSER, drop_files, log_in, screenshot
@@ -36,12 +39,53 @@ def _outside_results_url(page, gallery):
     return page.url.replace(page.url.split("/g/")[0], "")
 
 
+def _gallery_overlays(page, image):
+    """Open the selection bar, the viewer and the delete dialog on the gallery page in turn; after each
+    yield (name, axe's serious/critical violations)."""
+    page.get_by_role("button", name="Select").click()
+    page.get_by_role("checkbox", name=f"Select {image.original_name}").check()
+    bar = page.get_by_role("region", name="Selection")
+    expect(bar).to_be_visible()
+    yield "selection-bar", violations(page)
+    page.get_by_role("button", name="Done").click()  # leave Select mode: a click opens the viewer again
+    expect(bar).to_be_hidden()
+    page.locator(f'#grid .card[data-image-id="{image.pk}"] a.thumb').click()
+    viewer = page.get_by_role("dialog", name=image.original_name)
+    expect(viewer).to_be_visible()
+    page.wait_for_function("() => document.querySelector('.viewer-img').naturalWidth > 0")
+    yield "viewer", violations(page)
+    viewer.get_by_role("button", name="Move to trash").click()
+    ask = page.get_by_role("dialog", name=f"Move “{image.original_name}” to the trash?")
+    expect(ask).to_be_visible()
+    yield "delete-dialog", violations(page)
+    ask.get_by_role("button", name="Cancel").click()
+    expect(ask).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(page.locator("dialog.viewer[open]")).to_have_count(0)
+
+
 def test_every_main_page_has_no_serious_or_critical_violation(new_page, owner, staff, make_user, embedded_gallery):
     gallery, worker = embedded_gallery
     live.wait_for(
         lambda: GroupingRun.objects.filter(gallery=gallery, build__item_count=7).exists(),
         timeout=60,
         message="the build's near-duplicate groups",
+        worker=worker,
+    )
+    # The map of the build and a finished export, so the map and exports pages show what they hold.
+    live.wait_for(
+        lambda: MapBuild.objects.filter(
+            build_id=Gallery.objects.get(pk=gallery.pk).current_index_id, status=MapBuild.Status.READY
+        ).exists(),
+        timeout=60,
+        message="the build's map",
+        worker=worker,
+    )
+    export = exports.export_request(user=owner, gallery=gallery, kind="embeddings")
+    live.wait_for(
+        lambda: Export.objects.filter(pk=export.pk, status=Export.Status.READY).exists(),
+        timeout=60,
+        message="the embeddings export",
         worker=worker,
     )
     image = Image.objects.get(gallery=gallery, original_name="scene-3.jpg")
@@ -72,6 +116,9 @@ def test_every_main_page_has_no_serious_or_critical_violation(new_page, owner, s
         "compare": reverse("gallery_compare", args=[gallery.slug]),
         "new-gallery": reverse("gallery_create"),
         "edit-gallery": reverse("gallery_edit", args=[gallery.slug]),
+        "map": reverse("gallery_map", args=[gallery.slug]),
+        "exports": reverse("gallery_exports", args=[gallery.slug]),
+        "delete-image": reverse("image_delete", args=[image.pk]),
     }
     anonymous_pages = {
         "home-anonymous": reverse("home"),
@@ -83,7 +130,11 @@ def test_every_main_page_has_no_serious_or_critical_violation(new_page, owner, s
         "password-reset-complete": reverse("password_reset_complete"),
         "not-found": "/g/no-such-gallery/",
     }
-    staff_pages = {"gallery-staff": gallery.get_absolute_url(), "image-staff": image.get_absolute_url()}
+    staff_pages = {
+        "gallery-staff": gallery.get_absolute_url(),
+        "image-staff": image.get_absolute_url(),
+        "map-staff": reverse("gallery_map", args=[gallery.slug]),
+    }
 
     report, checked = [], 0
     for theme in THEMES:
@@ -105,6 +156,15 @@ def test_every_main_page_has_no_serious_or_critical_violation(new_page, owner, s
                         report.append(f"--- {name} ({theme}, {width_name}) {url}\n{describe(found)}")
                     if width_name == "desktop" or name in ("gallery", "image", "similar"):
                         screenshot(page, f"a11y-{name}-{theme}-{width_name}")
+                    if name == "gallery":
+                        # The gallery page's overlays, as a person opens them: the selection bar, the viewer
+                        # and its delete dialog (cancelled: nothing is deleted).
+                        for state, found in _gallery_overlays(page, image):
+                            checked += 1
+                            if found:
+                                report.append(f"--- {state} ({theme}, {width_name})\n{describe(found)}")
+                            if width_name == "desktop":
+                                screenshot(page, f"a11y-{state}-{theme}-{width_name}")
     print(f"axe-core checked {checked} page views")
     print("\n".join(report) or "no serious or critical violations")
     assert not report, "\n".join(report)
