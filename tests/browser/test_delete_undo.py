@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from gallery import services
 from gallery.models import Image, TrashedImage
 from tests import imagegen, live
+from tests.browser.axe import assert_no_serious
 from tests.browser.conftest import ARTIFACTS, BROWSER, log_in, screenshot
 
 pytestmark = BROWSER
@@ -55,6 +56,7 @@ def test_delete_in_the_viewer_asks_then_undo_brings_the_photo_back(page, gallery
     viewer.get_by_role("button", name="Move to trash").click()
     expect(ask).to_be_visible()
     window_shot(page, "delete-0-confirm")
+    assert_no_serious(page, "the confirm dialog over the viewer")
     ask.get_by_role("button", name="Move to trash").click()
     toast = page.locator("#toast")
     expect(toast).to_contain_text("“pic-2.jpg” moved to the trash —")
@@ -65,6 +67,7 @@ def test_delete_in_the_viewer_asks_then_undo_brings_the_photo_back(page, gallery
     assert TrashedImage.objects.get(gallery=gallery).original_name == "pic-2.jpg"
     assert not Image.objects.filter(gallery=gallery, original_name="pic-2.jpg").exists()
     window_shot(page, "delete-1-undo-offered")
+    assert_no_serious(page, "the viewer with its Undo notice")
 
     toast.get_by_role("button", name="Undo").click()
     expect(toast).to_contain_text("1 image restored.")

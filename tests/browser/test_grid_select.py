@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from gallery import services
 from gallery.models import Image, TrashedImage
 from tests import imagegen, live
+from tests.browser.axe import assert_no_serious
 from tests.browser.conftest import ARTIFACTS, BROWSER, log_in, screenshot
 
 pytestmark = BROWSER
@@ -64,6 +65,7 @@ def test_select_ranges_clear_and_bulk_delete_with_one_undo(page, gallery):
     selected = page.locator("#grid .card.selected").evaluate_all("cs => cs.map(c => +c.dataset.imageId)")
     assert selected == [i.pk for i in images[1:6]]
     window_shot(page, "select-0-range")
+    assert_no_serious(page, "the grid while selecting, with its selection bar")
     page.keyboard.press("Escape")
     expect(bar).to_be_hidden()
     expect(page.locator("#grid .card.selected")).to_have_count(0)
@@ -90,6 +92,7 @@ def test_select_ranges_clear_and_bulk_delete_with_one_undo(page, gallery):
     expect(page.locator("#grid .card")).to_have_count(5)
     assert TrashedImage.objects.filter(gallery=gallery).count() == 3
     window_shot(page, "select-2-bulk-undo-offered")
+    assert_no_serious(page, "the grid with the Undo notice")
     toast.get_by_role("button", name="Undo").click()
     expect(toast).to_contain_text("3 images restored.")
     expect(page.locator("#grid .card")).to_have_count(8)

@@ -8,6 +8,7 @@ import re
 from playwright.sync_api import expect
 
 from gallery.models import Image
+from tests.browser.axe import assert_no_serious
 from tests.browser.conftest import BROWSER, log_in, screenshot
 
 pytestmark = BROWSER
@@ -66,6 +67,7 @@ def test_the_viewer_on_a_desktop(page, embedded_gallery):
         r["id"] for r in api["results"]
     ]
     screenshot(page, "viewer-desktop")
+    assert_no_serious(page, "the viewer (light, desktop)")
 
     # Arrow keys step through the grid's page; the address follows without piling up history.
     page.keyboard.press("ArrowRight")
@@ -153,7 +155,7 @@ def test_the_viewer_on_a_desktop(page, embedded_gallery):
 def test_the_viewer_on_a_phone_swipes_and_pinches(new_page, embedded_gallery):
     gallery, _worker = embedded_gallery
     images = grid_order(gallery)
-    page = new_page(width=390, height=844, is_mobile=True, has_touch=True)
+    page = new_page(width=390, height=844, is_mobile=True, has_touch=True, color_scheme="dark")
     log_in(page, "owner", "pw-owner-123")
     page.goto(gallery.get_absolute_url())
     page.locator(f'#grid .card[data-image-id="{images[0].pk}"] a.thumb').tap()
@@ -178,6 +180,7 @@ def test_the_viewer_on_a_phone_swipes_and_pinches(new_page, embedded_gallery):
     swipe(left, right)
     expect(page.get_by_role("dialog", name=images[0].original_name)).to_be_visible()
     screenshot(page, "viewer-phone")
+    assert_no_serious(page, "the viewer (dark, phone)")
 
     # Two fingers apart: zoom in; the picture is not swiped away meanwhile.
     cx = box["x"] + box["width"] / 2
