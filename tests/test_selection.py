@@ -203,3 +203,27 @@ def test_the_zip_is_refused_over_its_caps_with_a_readable_reason(client, owner, 
     assert too_big.json()["error"].startswith("The selected originals add up to 2 MB; a download holds at most 1 MB.")
     empty = client.get(reverse("gallery_images_zip", args=[gallery.slug]))
     assert empty.status_code == 400 and "Select at least one image" in empty.content.decode()
+
+
+def test_the_zip_streams_one_file_at_a_time(client, owner, gallery, monkeypatch):
+    """The first bytes go out before the last original is opened: no archive is built in memory first."""
+    from django.core.files.storage import FileSystemStorage
+
+    opened = []
+    real_open = FileSystemStorage.open
+
+    def spy(self, name, mode="rb"):
+        opened.append(name)
+        return real_open(self, name, mode)
+
+    monkeypatch.setattr(FileSystemStorage, "open", spy)
+    images = list(gallery.images.order_by("original_name"))
+    client.force_login(owner)
+    url = reverse("gallery_images_zip", args=[gallery.slug]) + "?ids=" + ",".join(str(i.pk) for i in images)
+    chunks = iter(client.get(url).streaming_content)
+    first = next(chunk for chunk in chunks if chunk)
+    assert first.startswith(b"PK\x03\x04")  # a local file header: the archive has started
+    assert len(opened) == 1  # ... while only the first original has been opened
+    rest = b"".join(chunks)
+    assert len(opened) == len(images)
+    assert zipfile.ZipFile(io.BytesIO(first + rest)).namelist() == [i.original_name for i in images]
