@@ -164,7 +164,7 @@ def gallery_status(*, gallery, detailed=False):
         "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
         "index": index,
         # While the site switches backbone: n of N re-embedded (search serves the previous model meanwhile).
-        "switch": pipeline.switch_coverage(gallery=gallery).as_json(),
+        "switch": pipeline.switch_coverage(gallery=gallery).as_json(detailed=detailed),
     }
     if not detailed:
         return status

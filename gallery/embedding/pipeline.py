@@ -160,21 +160,25 @@ class SwitchCoverage:
     def complete(self) -> bool:
         return self.covered >= self.total
 
-    def as_json(self) -> dict[str, object] | None:
-        """The gallery status's `switch` part (None when no switch runs), with a line for people."""
+    def as_json(self, *, detailed: bool = False) -> dict[str, object] | None:
+        """The gallery status's `switch` part (None when no switch runs), with a line for people.
+
+        `detailed` (staff) adds the two embedding versions.
+        """
         if not self.switching:
             return None
         to = embedding.backbone_name(self.target)
-        return {
+        out: dict[str, object] = {
             "from": embedding.backbone_name(self.served),
             "to": to,
-            "from_version": self.served,
-            "to_version": self.target,
             "covered": self.covered,
             "total": self.total,
             "label": f"Switching model: {self.covered} of {self.total} re-embedded for {to}"
             + (" (the index flips next)" if self.complete else ""),
         }
+        if detailed:
+            out.update(from_version=self.served, to_version=self.target)
+        return out
 
 
 def switch_coverage(*, gallery: Gallery) -> SwitchCoverage:
