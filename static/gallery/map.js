@@ -362,6 +362,19 @@
     document.getElementById("map-tool-lasso").setAttribute("aria-pressed", String(name === "lasso"));
     canvas.style.cursor = name === "lasso" ? "crosshair" : "grab";
   }
+  canvas.addEventListener("keydown", function (e) {
+    // Keyboard: arrows pan by a tenth of the view, + and - zoom about the centre, 0 resets.
+    var step = Math.min(width, height) / 10, handled = true;
+    if (e.key === "ArrowLeft") view.tx += step;
+    else if (e.key === "ArrowRight") view.tx -= step;
+    else if (e.key === "ArrowUp") view.ty += step;
+    else if (e.key === "ArrowDown") view.ty -= step;
+    else if (e.key === "+" || e.key === "=") zoomAt(1.6, width / 2, height / 2);
+    else if (e.key === "-") zoomAt(1 / 1.6, width / 2, height / 2);
+    else if (e.key === "0") fit();
+    else handled = false;
+    if (handled) { e.preventDefault(); dirty = true; }
+  });
   document.getElementById("map-tool-pan").addEventListener("click", function () { setTool("pan"); });
   document.getElementById("map-tool-lasso").addEventListener("click", function () { setTool("lasso"); });
   document.getElementById("map-zoom-in").addEventListener("click", function () { zoomAt(1.6, width / 2, height / 2); });
@@ -412,7 +425,7 @@
       loading.hidden = true;
       root.dataset.points = String(n);
       root.dataset.ready = "1";
-      canvas.setAttribute("aria-label", "Map of " + n + " images: similar pictures lie close together");
+      canvas.setAttribute("aria-label", "Map of " + n + " images: similar pictures lie close together. Arrow keys pan, plus and minus zoom, 0 resets");
       updateSelection();
       requestAnimationFrame(frame);
     })

@@ -85,8 +85,18 @@ def test_the_map_draws_zooms_opens_similar_and_lasso_searches_with_several_image
     page.locator("#map-reset").click()
     page.wait_for_timeout(100)
     assert abs(page.evaluate("() => window.imagesearchMap.view().scale") - before) < 1e-3
+    # The keyboard: + zooms, an arrow pans, 0 resets.
+    canvas.evaluate("c => c.focus({preventScroll: true})")
+    page.keyboard.press("+")
+    assert page.evaluate("() => window.imagesearchMap.view().scale") > before * 1.5
+    tx = page.evaluate("() => window.imagesearchMap.view().tx")
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("() => window.imagesearchMap.view().tx") > tx
+    page.keyboard.press("0")
+    assert abs(page.evaluate("() => window.imagesearchMap.view().scale") - before) < 1e-3
 
     # Hover names the image; a click opens its "find similar".
+    box = canvas.bounding_box()
     positions = _positions(page)
     target = images["scene-3.jpg"]
     at = positions[str(target.pk)]
