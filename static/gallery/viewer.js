@@ -18,6 +18,8 @@
   var dlg = null, els = {};
   var seq = [], pos = 0, galleryUrl = null, opener = null, similarToken = 0;
   var inerted = [];
+  // Grid pages beyond the loaded ones (URLs), so Previous / Next go on past the page's ends.
+  var edges = { prev: null, next: null }, loadingEdge = false;
   var z = { s: 1, x: 0, y: 0 };
 
   function button(cls, label, text, title) {
@@ -91,10 +93,16 @@
 
   function current() { return seq[pos]; }
 
-  function cardsOnPage() {
-    return Array.prototype.slice.call(document.querySelectorAll("#grid .card[data-image-id]")).map(function (card) {
+  function cardsOnPage(doc) {
+    return Array.prototype.slice.call((doc || document).querySelectorAll("#grid .card[data-image-id]")).map(function (card) {
       return { id: card.dataset.imageId, name: card.dataset.name || "", state: card.dataset.state || "" };
     });
+  }
+
+  // The pager's links are relative ("?page=2") to the gallery's address, not to the image's shown meanwhile.
+  function pageLink(doc, rel) {
+    var a = doc.querySelector('#grid-region a[rel="' + rel + '"]');
+    return a ? new URL(a.getAttribute("href"), galleryUrl).href : null;
   }
 
   function open(id, push) {
@@ -104,8 +112,10 @@
     if (!seq.length) return;
     opener = document.activeElement;
     galleryUrl = window.location.href;
+    if (!push && history.state && history.state.gallery) galleryUrl = history.state.gallery;
+    edges.prev = pageLink(document, "prev");
+    edges.next = pageLink(document, "next");
     if (push) history.pushState({ viewer: current().id, gallery: galleryUrl }, "", UI.withId(C.imageUrl, current().id));
-    else if (history.state && history.state.gallery) galleryUrl = history.state.gallery;
     document.documentElement.classList.add("viewer-open");
     // The modal already blocks the page; inert also takes it out of the accessibility tree.
     inerted = Array.prototype.filter.call(document.body.children, function (el) {
@@ -148,8 +158,8 @@
     els.download.setAttribute("aria-label", "Download the original of " + it.name);
     els.details.href = UI.withId(C.imageUrl, it.id);
     els.find.hidden = it.state !== "ready";
-    els.prev.disabled = pos === 0;
-    els.next.disabled = pos === seq.length - 1;
+    els.prev.disabled = pos === 0 && !edges.prev;
+    els.next.disabled = pos === seq.length - 1 && !edges.next;
     if (history.state && history.state.viewer && history.state.viewer !== it.id) {
       history.replaceState({ viewer: it.id, gallery: galleryUrl }, "", UI.withId(C.imageUrl, it.id));
     }
@@ -159,9 +169,24 @@
 
   function step(delta) {
     var to = pos + delta;
-    if (to < 0 || to >= seq.length) return;
-    pos = to;
-    render();
+    if (to >= 0 && to < seq.length) { pos = to; render(); return; }
+    var rel = delta > 0 ? "next" : "prev";
+    if (!edges[rel] || loadingEdge) return;
+    // Past the end of the loaded pages: fetch the neighbouring grid page and go on into it.
+    loadingEdge = true;
+    fetch(edges[rel], { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var more = cardsOnPage(doc).filter(function (it) { return !seq.some(function (x) { return x.id === it.id; }); });
+        edges[rel] = pageLink(doc, rel);
+        if (!more.length) { render(); return; }
+        if (rel === "next") { pos = seq.length; seq = seq.concat(more); }
+        else { seq = more.concat(seq); pos = more.length - 1; }
+        render();
+      })
+      .catch(function () { edges[rel] = null; render(); })
+      .then(function () { loadingEdge = false; });
   }
 
   function loadSimilar(it) {

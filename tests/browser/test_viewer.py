@@ -5,9 +5,13 @@ pans, Download fetches the original, and a strip of nearest neighbours (from the
 
 import re
 
+from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
+from gallery import services
 from gallery.models import Image
+from gallery.views import pages
+from tests import imagegen
 from tests.browser.axe import assert_no_serious
 from tests.browser.conftest import BROWSER, log_in, screenshot
 
@@ -216,3 +220,42 @@ def test_a_visitor_sees_download_and_similar_but_no_delete(new_page, embedded_ga
     expect(bar.get_by_role("button", name="Download")).to_be_visible()
     expect(bar.get_by_role("button", name="Find similar to these")).to_be_visible()
     expect(bar.get_by_role("button", name="Delete")).to_have_count(0)
+
+
+def test_previous_and_next_go_on_past_the_grid_page(page, owner, monkeypatch):
+    monkeypatch.setattr(pages, "PAGE_SIZE", 4)  # the live server runs in this process
+    gallery = services.gallery_create(owner=owner, title="Pages")
+    files = [SimpleUploadedFile(f"p{s}.jpg", imagegen.jpeg(90 + s), "image/jpeg") for s in range(6)]
+    services.images_upload(gallery=gallery, uploader=owner, files=files)
+    images = grid_order(gallery)
+    log_in(page, "owner", "pw-owner-123")
+    page.goto(gallery.get_absolute_url())
+    expect(page.locator("#grid .card")).to_have_count(4)
+    page.locator(f'#grid .card[data-image-id="{images[3].pk}"] a.thumb').click()
+    viewer = page.locator("dialog.viewer")
+    expect(viewer.locator(".viewer-pos")).to_have_text("4 of 4")
+    expect(viewer.get_by_role("button", name="Next image")).to_be_enabled()  # page 2 is there
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("dialog", name=images[4].original_name)).to_be_visible()
+    expect(page).to_have_url(f"/i/{images[4].pk}/")
+    expect(viewer.locator(".viewer-pos")).to_have_text("5 of 6")
+    page.keyboard.press("ArrowRight")
+    expect(viewer.locator(".viewer-pos")).to_have_text("6 of 6")
+    expect(viewer.get_by_role("button", name="Next image")).to_be_disabled()  # the last page's last image
+    for _ in range(5):
+        page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("dialog", name=images[0].original_name)).to_be_visible()
+    expect(viewer.get_by_role("button", name="Previous image")).to_be_disabled()
+    page.keyboard.press("Escape")
+    expect(page).to_have_url(gallery.get_absolute_url())
+    expect(page.locator("#grid .card")).to_have_count(4)  # the grid behind stayed on its page
+
+    # From page 2, Previous goes back into page 1.
+    page.goto(gallery.get_absolute_url() + "?page=2")
+    page.locator(f'#grid .card[data-image-id="{images[4].pk}"] a.thumb').click()
+    expect(viewer.locator(".viewer-pos")).to_have_text("1 of 2")
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("dialog", name=images[3].original_name)).to_be_visible()
+    expect(viewer.locator(".viewer-pos")).to_have_text("4 of 6")
+    page.keyboard.press("Escape")
+    expect(page).to_have_url(gallery.get_absolute_url() + "?page=2")
