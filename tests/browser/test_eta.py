@@ -9,12 +9,17 @@ while nothing finishes. The previous estimate (the status JSON's images over the
 counted from the first claim) is computed on the same runs and printed beside it.
 """
 
+import json
 import random
+import re
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
-from tests.browser.conftest import BROWSER, screenshot
+from gallery import services
+from tests import imagegen
+from tests.browser.conftest import BROWSER, log_in, screenshot
 
 pytestmark = BROWSER
 
@@ -162,3 +167,35 @@ def test_the_words_are_rounded(eta_page):
         "About 50 min left",
         "About 2 h left",
     ]
+
+
+def test_the_gallery_page_shows_the_estimate_from_its_polls(page, owner, queued):
+    """The gallery page's own polling feeds the estimator: the status JSON is answered here, 10 more
+    images done each poll (5 images/s of 1,000), and the words go from "Estimating…" to minutes."""
+    gallery = services.gallery_create(owner=owner, title="Big import")
+    services.image_create(gallery=gallery, uploader=owner, data=imagegen.jpeg(1), name="one.jpg")
+    polls = {"n": 0}
+
+    def status(route):
+        done = 10 * polls["n"]
+        polls["n"] += 1
+        body = {
+            "counts": {"pending": 1000 - done, "processing": 0, "ready": done, "failed": 0},
+            "total": 1000,
+            "done": done,
+            "remaining": 1000 - done,
+            "images_per_second": 0.0,
+            "eta_seconds": None,
+            "index": {"ready": False, "items": 0, "built_at": None, "stale": False, "label": "search not ready yet"},
+        }
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    log_in(page, "owner", "pw-owner-123")
+    page.route(f"**{reverse('gallery_status', args=[gallery.slug])}", status)
+    page.goto(gallery.get_absolute_url())
+    eta = page.locator("#status-eta")
+    expect(eta).to_have_text("Estimating time left…")
+    # 1,000 images at 10 a poll (a poll every 2 s and its fetch): 3 to 4 minutes once the page has seen a few.
+    expect(eta).to_have_text(re.compile(r"^About [34] min left · [3-5]\.\d images/s$"), timeout=20_000)
+    assert polls["n"] >= 4
+    screenshot(page, "eta-gallery-page")
