@@ -394,3 +394,21 @@ def test_a_system_check_warns_when_the_map_method_cannot_run(settings, monkeypat
     monkeypatch.setattr(layout.importlib.util, "find_spec", lambda name: None)
     (warning,) = checks.map_method_available(None)
     assert warning.id == "gallery.W004" and "pip install umap-learn" in warning.msg
+
+
+@pytest.mark.django_db
+def test_a_band_keeps_that_band_or_closer_and_the_counts_leave_the_query_images_out(owner, mapped):
+    from gallery.search import bands
+
+    gallery, images, _vecs, _build = mapped
+    pos = [images[0].pk, images[1].pk]
+    full = search.similar_to_images(user=owner, gallery=gallery, positives=pos, k=100, counts=True)
+    assert full.matches and all(m.band for m in full.matches)  # the build has fitted bands
+    # Counted among the same nearest the page holds (100 of 298 others), less the two query images.
+    assert full.counts["distant"] == len(full.matches) == 100
+    for key in ("similar", "related"):
+        shown = search.similar_to_images(user=owner, gallery=gallery, positives=pos, k=100, band=key).matches
+        want = [m.image.pk for m in full.matches if bands.RANK[m.band] <= bands.RANK[key]]
+        assert [m.image.pk for m in shown] == want[: len(shown)] and len(shown) == min(100, len(want))
+        assert full.counts[key] == len(want)
+    assert not {m.image.pk for m in full.matches} & set(pos)

@@ -153,9 +153,10 @@ def similar_to_images(
     excluded = {image.pk for image in pos_images} | {image.pk for image in neg_images}
     # One search for the whole prefix up to this page, the query images dropped,
     # then this page cut from it: ranks and pages then count only other images.
-    # At least COUNT_DEPTH deep, so the excluded images' bands are known and
-    # taken off the counts.
-    depth = max(offset + k + len(excluded), engine.COUNT_DEPTH if counts else 0)
+    # At least COUNT_DEPTH deep and unfiltered by band, so every excluded image
+    # among the counted ones has its band known and is taken off the counts;
+    # the band filter is applied here, as search_results applies it.
+    depth = max(offset + k + len(excluded), engine.COUNT_DEPTH if counts or band else 0)
     found = engine.search_results(
         user=user,
         gallery=gallery,
@@ -163,10 +164,13 @@ def similar_to_images(
         k=depth,
         offset=0,
         max_distance=max_distance,
-        band=band,
         counts=counts,
     )
-    kept = [m for m in found.matches if m.image.pk not in excluded]
+
+    def in_band(match: engine.Match) -> bool:
+        return not band or not match.band or bands.RANK[match.band] <= bands.RANK[band]
+
+    kept = [m for m in found.matches if m.image.pk not in excluded and in_band(m)]
     page = kept[offset : offset + k]
     for rank, match in enumerate(page, start=offset + 1):
         match.rank = rank
