@@ -625,3 +625,13 @@ def test_the_gallery_page_links_its_owner_to_the_exports(client, owner, other, i
     assert f'href="{reverse("gallery_exports", args=[gallery.slug])}"' in client.get(url).content.decode()
     client.force_login(other)
     assert 'id="exports-link"' not in client.get(url).content.decode()
+
+
+def test_the_exports_page_says_what_each_result_list_is_of(client, owner, indexed):
+    gallery, images, _vecs, _build = indexed
+    ask(owner, gallery, "results", "csv", image=images[0].pk, band="similar")
+    ask(owner, gallery, "results", "json", pos=[images[1].pk, images[2].pk], neg=[images[3].pk], max_distance="0.5")
+    client.force_login(owner)
+    page = client.get(reverse("gallery_exports", args=[gallery.slug])).content.decode()
+    assert f"(similar to image #{images[0].pk}, similar or closer)" in page
+    assert "(nearest to 2 images, less like 1, distance &lt;= 0.5)" in page

@@ -77,6 +77,25 @@ def request_from(request, gallery, data, params):
     )
 
 
+def query_label(export):
+    """What a result list was the result of, in a few words (the page's "What" column)."""
+    params = export.params
+    if "image" in params:
+        label = f"similar to image #{params['image']}"
+    elif "outside" in params:
+        label = "nearest to an outside picture"
+    elif "pos" in params:
+        pos, neg = len(params["pos"]), len(params.get("neg", []))
+        label = f"nearest to {pos} image{'s' if pos != 1 else ''}" + (f", less like {neg}" if neg else "")
+    else:
+        return ""
+    if params.get("band"):
+        label += f", {params['band']} or closer"
+    if params.get("max_distance") is not None:
+        label += f", distance <= {params['max_distance']:g}"
+    return label
+
+
 @login_required
 @require_GET
 def exports_page(request, slug):
@@ -85,6 +104,7 @@ def exports_page(request, slug):
     for export in items:
         export.expires_at = services.export_expires_at(export)
         export.expired = services.export_is_expired(export)
+        export.query_label = query_label(export)
     build = gallery.current_build()
     return render(
         request,
