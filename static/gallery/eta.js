@@ -30,7 +30,7 @@
     options = options || {};
     this.window = options.window || 90;      // seconds of recent steps the rate is fitted to
     this.keep = options.keep || 4;           // ... but never fewer than this many steps
-    this.minSteps = options.minSteps || 3;   // warm-up: no estimate before this many steps
+    this.minSteps = options.minSteps || 4;   // warm-up: no estimate before this many steps
     this.minSpan = options.minSpan || 8;     // ... spanning at least this many seconds
     this.tau = options.tau || 12;            // smoothing time constant of the shown value, seconds
     this.reset();
