@@ -13,9 +13,15 @@ from gallery.models import Image
 from gallery.views import pages
 from tests import imagegen
 from tests.browser.axe import assert_no_serious
-from tests.browser.conftest import BROWSER, log_in, screenshot
+from tests.browser.conftest import ARTIFACTS, BROWSER, log_in
 
 pytestmark = BROWSER
+
+
+def window_shot(page, name):
+    """The window as the person sees it (the viewer covers it; a full-page shot would show the page below)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def grid_order(gallery):
@@ -70,7 +76,7 @@ def test_the_viewer_on_a_desktop(page, embedded_gallery):
     assert [int(i) for i in strip.evaluate_all("bs => bs.map(b => b.dataset.imageId)")] == [
         r["id"] for r in api["results"]
     ]
-    screenshot(page, "viewer-desktop")
+    window_shot(page, "viewer-desktop")
     assert_no_serious(page, "the viewer (light, desktop)")
 
     # Arrow keys step through the grid's page; the address follows without piling up history.
@@ -183,7 +189,7 @@ def test_the_viewer_on_a_phone_swipes_and_pinches(new_page, embedded_gallery):
     expect(page).to_have_url(f"/i/{images[1].pk}/")
     swipe(left, right)
     expect(page.get_by_role("dialog", name=images[0].original_name)).to_be_visible()
-    screenshot(page, "viewer-phone")
+    window_shot(page, "viewer-phone")
     assert_no_serious(page, "the viewer (dark, phone)")
 
     # Two fingers apart: zoom in; the picture is not swiped away meanwhile.
@@ -195,7 +201,7 @@ def test_the_viewer_on_a_phone_swipes_and_pinches(new_page, embedded_gallery):
     zoom = float(page.locator("dialog.viewer").get_attribute("data-zoom"))
     assert zoom > 2, zoom
     expect(page.get_by_role("dialog", name=images[0].original_name)).to_be_visible()
-    screenshot(page, "viewer-phone-zoomed")
+    window_shot(page, "viewer-phone-zoomed")
     page.get_by_role("button", name="Close viewer").tap()
     expect(page.locator("dialog.viewer")).to_be_hidden()
     expect(page).to_have_url(gallery.get_absolute_url())
