@@ -183,7 +183,8 @@ def test_a_build_before_calibration_says_its_recall_was_not_measured(client, sta
     assert index["search"] == "Index v2: recall not measured (built before calibration)"
 
 
-def test_a_build_of_another_model_says_search_is_exact_until_it_is_rebuilt(client, staff, owner, large):
+def test_a_build_of_another_model_is_served_as_measured_while_the_switch_runs(client, staff, owner, large):
+    # A change of backbone does not stop search: the gallery serves its build until the flip.
     recorded_build(large, 4, items=100_000, search_k=4096, pool=256, recall=0.9962, queries=400)
     IndexBuild.objects.filter(gallery=large).update(embedding_version="an-older-model")
     IndexBuild.forget_cached()
