@@ -189,9 +189,10 @@ def test_a_build_of_another_model_is_served_as_measured_while_the_switch_runs(cl
     IndexBuild.objects.filter(gallery=large).update(embedding_version="an-older-model")
     IndexBuild.forget_cached()
     client.force_login(staff)  # the build's internals are for staff
-    index = status(client, large)["index"]
-    assert (index["mode"], index["recall"]) == ("exact", None)
-    assert index["search"] == "Search: exact until index v4 is rebuilt for the current model"
+    body = status(client, large)
+    assert (body["index"]["mode"], body["index"]["recall"]) == ("forest", 0.9962)
+    assert body["index"]["search"] == "Index v4: recall@10 0.996 measured on 400 of its images"
+    assert (body["switch"]["from_version"], body["switch"]["to_version"]) == ("an-older-model", embedding.version())
 
 
 def test_a_gallery_without_an_index_shows_no_search_line(client, staff, owner, small):
