@@ -93,6 +93,7 @@ def gallery_detail(request, slug):
             "max_upload_bytes": settings.IMAGESEARCH_MAX_UPLOAD_BYTES,
             # Staff's health panel (coverage, index age, recall, failures, repair).
             "health": selectors.gallery_health(gallery=gallery) if request.user.is_staff else None,
+            "switch": services.switch_coverage(gallery=gallery) if request.user.is_staff else None,
             "zip_max_images": settings.IMAGESEARCH_ZIP_MAX_IMAGES,
         },
     )
