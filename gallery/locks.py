@@ -11,19 +11,18 @@ logger = logging.getLogger(__name__)
 
 LOCK_SECONDS = 30 * 60  # a 1M-image rebuild takes minutes; a crashed holder frees it after this
 EMBED_QUEUE = "embed"
-_local_locks: dict[int, threading.Lock] = {}
+_local_locks: dict[str, threading.Lock] = {}
 _local_locks_guard = threading.Lock()
 EXPORT_LOCK_SECONDS = 20 * 60  # a 1M x 512 embeddings export writes 2 GB: a few minutes
-_export_locks: dict[int, threading.Lock] = {}
 
 
 @contextmanager
-def gallery_lock(gallery_id):
-    """Hold a Redis lock for the gallery's index; yield False if another holder has it."""
+def _redis_lock(key, *, timeout, what):
+    """Hold the Redis lock `key` (eager: a thread lock of that name); yield False if another holder has it."""
     if settings.CELERY_TASK_ALWAYS_EAGER:
         # No Redis: tasks run inside this one process, so a thread lock excludes enough.
         with _local_locks_guard:
-            local = _local_locks.setdefault(gallery_id, threading.Lock())
+            local = _local_locks.setdefault(key, threading.Lock())
         acquired = local.acquire(blocking=False)
         try:
             yield acquired
@@ -34,7 +33,7 @@ def gallery_lock(gallery_id):
     import redis
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    lock = client.lock(f"imagesearch:index-lock:{gallery_id}", timeout=LOCK_SECONDS, blocking=False)
+    lock = client.lock(key, timeout=timeout, blocking=False)
     acquired = lock.acquire()
     try:
         yield acquired
@@ -43,36 +42,28 @@ def gallery_lock(gallery_id):
             try:
                 lock.release()
             except redis.exceptions.LockError:
-                logger.warning("index lock of gallery %s expired before release", gallery_id)
+                logger.warning("%s expired before release", what)
 
 
-@contextmanager
+def gallery_lock(gallery_id):
+    """Hold a Redis lock for the gallery's index; yield False if another holder has it."""
+    return _redis_lock(
+        f"imagesearch:index-lock:{gallery_id}",
+        timeout=LOCK_SECONDS,
+        what=f"index lock of gallery {gallery_id}",
+    )
+
+
 def export_lock(export_id):
-    """Hold a Redis lock while one delivery builds an export; yield False if another holder has it."""
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        with _local_locks_guard:
-            local = _export_locks.setdefault(export_id, threading.Lock())
-        acquired = local.acquire(blocking=False)
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                local.release()
-        return
-    import redis
+    """Hold a Redis lock while one delivery builds an export; yield False if another holder has it.
 
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    # Shorter than the rebuild lock: a crashed builder's export is taken up again by beat's next sweep.
-    lock = client.lock(f"imagesearch:export-lock:{export_id}", timeout=EXPORT_LOCK_SECONDS, blocking=False)
-    acquired = lock.acquire()
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                lock.release()
-            except redis.exceptions.LockError:
-                logger.warning("lock of export %s expired before release", export_id)
+    Shorter than the rebuild lock: a crashed builder's export is taken up again by beat's next sweep.
+    """
+    return _redis_lock(
+        f"imagesearch:export-lock:{export_id}",
+        timeout=EXPORT_LOCK_SECONDS,
+        what=f"lock of export {export_id}",
+    )
 
 
 def embed_queue_idle():

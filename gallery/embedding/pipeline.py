@@ -14,7 +14,7 @@ vectors. gallery.services.indexing flips a gallery once all its vectors are ther
 
 import logging
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -196,6 +196,21 @@ def switch_coverage(*, gallery: Gallery) -> SwitchCoverage:
     return SwitchCoverage(served, target, counts["covered"], counts["total"])
 
 
+def _fail_unreadable(
+    chunk: Sequence[Image], decoded: Sequence[npt.NDArray[np.float32] | Exception], token: uuid.UUID
+) -> list[tuple[Image, npt.NDArray[np.float32]]]:
+    """Mark the images of `chunk` that did not decode failed, with their reason; return the others with their arrays."""
+    good = []
+    for img, arr in zip(chunk, decoded, strict=True):
+        if isinstance(arr, Exception):
+            Image.objects.filter(pk=img.pk, claim_token=token).update(
+                embedding_state=EmbeddingState.FAILED, embedding_error=str(arr), claim_token=None
+            )
+        else:
+            good.append((img, arr))
+    return good
+
+
 def _served_versions(gallery_ids: Collection[int]) -> dict[int, str]:
     """Return {gallery_id: the version it serves} (one query, builds from the per-process cache)."""
     return {g.pk: embedding.served_version(g) for g in Gallery.objects.filter(pk__in=gallery_ids)}
@@ -217,13 +232,8 @@ def embed_next(image_ids: Iterable[int]) -> dict[int, list[int]]:
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
             decoded = [decode(img) for img in chunk]
-            good = [(img, arr) for img, arr in zip(chunk, decoded, strict=True) if not isinstance(arr, Exception)]
-            for img, err in zip(chunk, decoded, strict=True):
-                if isinstance(err, Exception):
-                    # Unreadable now although it was embedded once: the flip must not wait for it forever.
-                    Image.objects.filter(pk=img.pk, claim_token=token).update(
-                        embedding_state=EmbeddingState.FAILED, embedding_error=str(err), claim_token=None
-                    )
+            # Unreadable now although it was embedded once: the flip must not wait for it forever.
+            good = _fail_unreadable(chunk, decoded, token)
             if not good:
                 continue
             vecs = embedding.embed_batch([arr for _, arr in good])  # (b, D) of the active version
@@ -288,12 +298,7 @@ def embed(image_ids: Iterable[int]) -> tuple[int, dict[int, list[int]]]:
                 raise
             if i + 1 < len(chunks):
                 pending = pool.map(decode, chunks[i + 1])
-            good = [(img, arr) for img, arr in zip(chunk, decoded, strict=True) if not isinstance(arr, Exception)]
-            for img, err in zip(chunk, decoded, strict=True):
-                if isinstance(err, Exception):
-                    Image.objects.filter(pk=img.pk, claim_token=token).update(
-                        embedding_state=EmbeddingState.FAILED, embedding_error=str(err), claim_token=None
-                    )
+            good = _fail_unreadable(chunk, decoded, token)
             if not good:
                 continue
             try:

@@ -260,25 +260,38 @@ def verified_files(ref: Ref) -> tuple[Path, ...]:
     In SUFFIXES order, for copying them elsewhere (an export): nothing is
     opened with Annoy. Raise Missing or IndexUnavailable as open_version does.
     """
+    paths = _fetch_version(ref)
+    try:
+        _check_checksum(ref, paths)
+    except OSError as exc:  # a file removed meanwhile (a newer build cleaning up)
+        raise Missing(f"v{ref.version} cannot be read: {exc}") from exc
+    return paths
+
+
+def _fetch_version(ref: Ref) -> tuple[Path, ...]:
+    """Fetch the version's files from storage where this host lacks them; return their local paths."""
     paths = local_paths(ref.gallery_id, ref.version)
     remotes = _remote_names(ref.gallery_id, ref.version)
     try:
+        # A version built before the projection or the bands lacks a file:
+        # missing, like any absent file, so search is exact and a rebuild is queued.
         for i in LAST_ANN:
             _fetch(paths[i], remotes[i])
     except IndexUnavailable:
         raise
-    except Exception as exc:  # storage down or refusing
+    except Exception as exc:  # storage down or refusing: try again later, search exactly meanwhile
         raise Missing(f"v{ref.version} cannot be fetched: {type(exc).__name__}: {exc}") from exc
+    return paths
+
+
+def _check_checksum(ref: Ref, paths: tuple[Path, ...]) -> None:
+    """Raise IndexUnavailable unless the files hash to the build's checksum (once per file set: a marker remembers)."""
     if not ref.checksum:
         raise IndexUnavailable(f"v{ref.version} has no checksum")
-    try:
-        if not _verified(paths, ref.checksum):
-            if checksum(paths) != ref.checksum:
-                raise IndexUnavailable(f"v{ref.version} does not match its checksum")
-            _mark_verified(paths, ref.checksum)
-    except OSError as exc:  # a file removed meanwhile (a newer build cleaning up)
-        raise Missing(f"v{ref.version} cannot be read: {exc}") from exc
-    return paths
+    if not _verified(paths, ref.checksum):
+        if checksum(paths) != ref.checksum:
+            raise IndexUnavailable(f"v{ref.version} does not match its checksum")
+        _mark_verified(paths, ref.checksum)
 
 
 def _npy_shape(path: Path, dtype: str) -> tuple[int, ...]:
@@ -298,17 +311,8 @@ def _npy_shape(path: Path, dtype: str) -> tuple[int, ...]:
 
 def open_version(ref: Ref, dim: int) -> Loaded:
     """Fetch (if need be), verify and open one version whose vectors are `dim` wide. Raise IndexUnavailable."""
-    ann_path, ids_path, vec_path, pca_path, white_path, hash_path = paths = local_paths(ref.gallery_id, ref.version)
-    remotes = _remote_names(ref.gallery_id, ref.version)
-    try:
-        # A version built before the projection or the bands lacks a file:
-        # missing, like any absent file, so search is exact and a rebuild is queued.
-        for i in LAST_ANN:
-            _fetch(paths[i], remotes[i])
-    except IndexUnavailable:
-        raise
-    except Exception as exc:  # storage down or refusing: try again later, search exactly meanwhile
-        raise Missing(f"v{ref.version} cannot be fetched: {type(exc).__name__}: {exc}") from exc
+    paths = _fetch_version(ref)
+    ann_path, ids_path, vec_path, pca_path, white_path, hash_path = paths
     try:
         if _npy_shape(ids_path, "<i8") != (ref.item_count,) or _npy_shape(vec_path, "<f4") != (ref.item_count, dim):
             raise IndexUnavailable(f"v{ref.version}: item count or width differs from its build record")
@@ -321,12 +325,7 @@ def open_version(ref: Ref, dim: int) -> Loaded:
         # Size first (cheap), then every byte: Annoy trusts its file blindly.
         if os.path.getsize(ann_path) < ref.item_count * projection.INDEX_DIM * 4:
             raise IndexUnavailable(f"{ann_path.name} is truncated")
-        if not ref.checksum:
-            raise IndexUnavailable(f"v{ref.version} has no checksum")
-        if not _verified(paths, ref.checksum):
-            if checksum(paths) != ref.checksum:
-                raise IndexUnavailable(f"v{ref.version} does not match its checksum")
-            _mark_verified(paths, ref.checksum)
+        _check_checksum(ref, paths)
         ids = np.load(ids_path, allow_pickle=False)  # (N,) int64, small: read into RAM
         vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # (N, D) float32, shared page cache
         pca = np.load(pca_path, allow_pickle=False)  # (1 + d, D) float32, 264 KB at D = 512
