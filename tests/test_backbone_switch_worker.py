@@ -91,9 +91,15 @@ def test_switching_vgg16_to_mobilenetv3_never_empties_search(owner, tmp_path, se
     images = list(Image.objects.filter(gallery=gallery))
     assert all(i.embedding_state == EmbeddingState.READY and i.embedding_version == mobilenet for i in images)
     assert all(i.vector.shape == (960,) and i.next_embedding is None for i in images)
-    # The new build's files beside the previous one's (kept for readers still on it).
+    # The flip's files beside the previous ready build's (kept for readers still on it). Beat may
+    # have rebuilt once more since the flip: a build keeps itself and its predecessor only.
     assert all(p.is_file() for p in store.local_paths(gallery.pk, build.version))
-    assert all(p.is_file() for p in store.local_paths(gallery.pk, old_build.version))
+    newest = IndexBuild.objects.filter(gallery=gallery, status__in=["ready", "superseded"]).order_by("-version")
+    predecessor = newest.filter(version__lt=newest[0].version).first()
+    assert all(p.is_file() for p in store.local_paths(gallery.pk, newest[0].version))
+    assert all(p.is_file() for p in store.local_paths(gallery.pk, predecessor.version))
+    if newest[0].version == build.version:  # the flip's predecessor is the last VGG16 build
+        assert predecessor.embedding_version == vgg and predecessor.version >= old_build.version
     assert answers(gallery, owner, len(SEEDS) + 1) == mobilenet
     assert after.version == mobilenet and after.vector.shape == (960,)
     first = search.search_vector(user=owner, gallery=Gallery.objects.get(pk=gallery.pk), vector=after.vector, k=1)

@@ -30,7 +30,9 @@
   ["upload-form", "search-form"].forEach(function (id) {
     panelToggles(id).forEach(function (t) {
       t.setAttribute("role", "button");
-      t.setAttribute("aria-expanded", "false");
+      // An empty gallery's page opens with its upload panel shown (the first thing to do there).
+      var initial = document.getElementById(id);
+      t.setAttribute("aria-expanded", String(!!(initial && initial.classList.contains("open"))));
       t.addEventListener("click", function (e) {
         e.preventDefault();
         var panel = document.getElementById(id);
