@@ -123,8 +123,52 @@ def home_galleries(*, user):
     return _with_cover(mine, user), _with_cover(public, user)[:HOME_PUBLIC_LIMIT]
 
 
+RATE_WINDOW = 300  # seconds of writes the rate is measured over
+LUMP_SECONDS = 0.5  # writes this close together are one batch
+
+
+def embedding_rate(*, gallery, now):
+    """Images per second the workers embed this gallery at now, measured between batch writes.
+
+    Workers write a batch at once, so progress comes in lumps. Over the last
+    RATE_WINDOW seconds, the rate is what was written after the first lump, over
+    the time from the first lump to the last: neither a model load before the
+    first batch nor the first lump's own size skews it (counting from the first
+    claim, as a single lump must, made the time left 1.5-3x too long). When no
+    lump came for twice the usual gap (a stall), the time since the first lump
+    counts instead, so the estimate grows while nothing happens.
+    """
+    recent = gallery.images.filter(embedded_at__gte=now - timedelta(seconds=RATE_WINDOW))
+    stamps = list(recent.order_by("embedded_at").values_list("embedded_at", flat=True)[:10_000])
+    lumps: list[list] = []  # [first time, last time, count]
+    for t in stamps:
+        if lumps and (t - lumps[-1][1]).total_seconds() <= LUMP_SECONDS:
+            lumps[-1][1] = t
+            lumps[-1][2] += 1
+        else:
+            lumps.append([t, t, 1])
+    if len(lumps) >= 2:
+        first, last = lumps[0][1], lumps[-1][1]
+        span = max((last - first).total_seconds(), LUMP_SECONDS)
+        after_first = len(stamps) - lumps[0][2]
+        gap = span / (len(lumps) - 1)
+        if (now - last).total_seconds() > 2 * gap:
+            span = (now - first).total_seconds()
+        return after_first / span
+    # One lump (or none) in the window: over the last minute, or since its first claim when the
+    # work began less than a minute ago (a batch is written at its end).
+    window = 60
+    single = gallery.images.filter(embedded_at__gte=now - timedelta(seconds=window)).aggregate(
+        n=Count("pk"), since=Min("claimed_at")
+    )
+    elapsed = window
+    if single["since"] is not None:
+        elapsed = min(window, max((now - single["since"]).total_seconds(), 1.0))
+    return single["n"] / elapsed
+
+
 def gallery_status(*, gallery, detailed=False):
-    """Counts by embedding state, throughput over the last minute and an ETA.
+    """Counts by embedding state, throughput (embedding_rate) and an ETA.
 
     The index part says in plain words whether search is ready (`label`); with
     `detailed` (staff) it adds the build's internals: version, search mode,
@@ -133,18 +177,7 @@ def gallery_status(*, gallery, detailed=False):
     counts = dict.fromkeys(EmbeddingState.values, 0)
     for row in gallery.images.values("embedding_state").annotate(n=Count("pk")):
         counts[row["embedding_state"]] = row["n"]
-    window = 60
-    now = timezone.now()
-    recent = gallery.images.filter(embedded_at__gte=now - timedelta(seconds=window)).aggregate(
-        n=Count("pk"), since=Min("claimed_at")
-    )
-    # Images per second over the last minute; when the work began less than a
-    # minute ago, over the time since its first claim (a batch is written at its
-    # end, so counting from the first write would overstate the rate).
-    elapsed = window
-    if recent["since"] is not None:
-        elapsed = min(window, max((now - recent["since"]).total_seconds(), 1.0))
-    rate = recent["n"] / elapsed
+    rate = embedding_rate(gallery=gallery, now=timezone.now())
     remaining = counts[EmbeddingState.PENDING] + counts[EmbeddingState.PROCESSING]
     total = sum(counts.values())
     build = gallery.current_build()

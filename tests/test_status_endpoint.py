@@ -1,5 +1,5 @@
-"""What the person waiting sees: the status JSON (counts by state, images/s over the last
-minute, ETA), the failed images with their reasons and a retry (page and admin), and a
+"""What the person waiting sees: the status JSON (counts by state, images/s measured
+between batch writes, ETA), the failed images with their reasons and a retry (page and admin), and a
 banner when the model weights cannot be loaded (images wait, none is lost)."""
 
 from datetime import timedelta
@@ -80,6 +80,42 @@ def test_rate_counts_from_the_first_claim_when_the_work_began_less_than_a_minute
 
     assert s["images_per_second"] == pytest.approx(0.5, abs=0.05)
     assert s["eta_seconds"] == pytest.approx(8, abs=1)
+
+
+def test_batches_give_the_rate_between_them_not_counting_a_model_load_before_the_first(
+    client, gallery, owner, queued
+):
+    # A worker loaded its model for 60 s, then wrote a batch of 4 every 4 s: 1 image/s. Over the
+    # last minute since the first claim that would read 20/60 (an ETA three times too long).
+    ids = add(gallery, owner, 30)
+    now = timezone.now()
+    claimed = now - timedelta(seconds=80)
+    for lump in range(5):  # written 16, 12, 8, 4 and 0 s ago
+        batch = ids[lump * 4 : lump * 4 + 4]
+        written = now - timedelta(seconds=16 - 4 * lump)
+        set_state(batch, EmbeddingState.READY, claimed_at=claimed, embedded_at=written)
+    client.force_login(owner)
+
+    s = status(client, gallery)
+
+    assert s["images_per_second"] == pytest.approx(1.0, abs=0.02)  # 16 images after the first batch, over 16 s
+    assert s["eta_seconds"] == pytest.approx(10, abs=1)
+
+
+def test_a_stall_slows_the_rate_so_the_eta_grows(client, gallery, owner, queued):
+    ids = add(gallery, owner, 20)
+    now = timezone.now()
+    # Batches of 4 every 4 s, then nothing for 40 s.
+    for lump in range(3):
+        written = now - timedelta(seconds=48 - 4 * lump)
+        set_state(ids[lump * 4 : lump * 4 + 4], EmbeddingState.READY, claimed_at=now, embedded_at=written)
+    client.force_login(owner)
+
+    s = status(client, gallery)
+
+    # 8 images after the first batch, over the 48 s since it (not the 8 s between the batches).
+    assert s["images_per_second"] == pytest.approx(8 / 48, abs=0.01)
+    assert s["eta_seconds"] == pytest.approx(8 / (8 / 48), abs=2)
 
 
 def test_nothing_pending_means_no_eta_and_nothing_embedded_means_no_rate(client, gallery, owner, queued):
