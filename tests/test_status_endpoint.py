@@ -82,9 +82,7 @@ def test_rate_counts_from_the_first_claim_when_the_work_began_less_than_a_minute
     assert s["eta_seconds"] == pytest.approx(8, abs=1)
 
 
-def test_batches_give_the_rate_between_them_not_counting_a_model_load_before_the_first(
-    client, gallery, owner, queued
-):
+def test_batches_give_the_rate_between_them_not_counting_a_model_load_before_the_first(client, gallery, owner, queued):
     # A worker loaded its model for 60 s, then wrote a batch of 4 every 4 s: 1 image/s. Over the
     # last minute since the first claim that would read 20/60 (an ETA three times too long).
     ids = add(gallery, owner, 30)
