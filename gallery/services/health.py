@@ -9,6 +9,7 @@ returns its run).
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -59,18 +60,16 @@ def gallery_repair(*, gallery: Gallery) -> Repair:
     report.steps.append("index rebuild requested")
     build = gallery.current_build()
     if build is not None:
-        grouped = GroupingRun.objects.filter(build=build, status=GroupingRun.Status.READY).exists()
-        if not grouped:
-            GroupingRun.objects.filter(build=build).exclude(status=GroupingRun.Status.READY).delete()
-            build_id = build.pk
-            transaction.on_commit(lambda: jobs.publish_find_duplicates(gallery.pk, build_id))
-            report.grouping = True
-            report.steps.append(f"near-duplicate grouping of index v{build.version} queued")
-        mapped = MapBuild.objects.filter(build=build, status=MapBuild.Status.READY).exists()
-        if not mapped:
-            MapBuild.objects.filter(build=build).exclude(status=MapBuild.Status.READY).delete()
-            build_id = build.pk
-            transaction.on_commit(lambda: jobs.publish_build_map(gallery.pk, build_id))
-            report.map = True
-            report.steps.append(f"map of index v{build.version} queued")
+        # What each build derives (its near-duplicate groups, its map): queued again where missing or failed.
+        derived = (
+            (GroupingRun, jobs.publish_find_duplicates, "grouping", "near-duplicate grouping"),
+            (MapBuild, jobs.publish_build_map, "map", "map"),
+        )
+        for model, publish, flag, label in derived:
+            if model.objects.filter(build=build, status=model.Status.READY).exists():
+                continue
+            model.objects.filter(build=build).exclude(status=model.Status.READY).delete()
+            transaction.on_commit(partial(publish, gallery.pk, build.pk))
+            setattr(report, flag, True)
+            report.steps.append(f"{label} of index v{build.version} queued")
     return report
