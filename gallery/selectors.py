@@ -217,13 +217,15 @@ def gallery_status(*, gallery, detailed=False):
     return status
 
 
-def gallery_health(*, gallery, failures=10):
+def gallery_health(*, gallery, status=None, failures=10):
     """For staff: embedding coverage, the index's age and search quality, and the latest failures with reasons.
 
-    Returns {"status" (gallery_status, detailed), "index_age_seconds", "stale_since", "failed_images"
-    (the latest `failures` failed images), "failed_builds", "grouping", "map", "stuck"}.
+    Returns {"status" (gallery_status, detailed: given, or read here), "index_age_seconds", "stale_since",
+    "failed_images" (the latest `failures` failed images), "failed_builds", "grouping", "map", "stuck",
+    "switch" (the served and active embedding versions, and a switch's coverage)}.
     """
-    status = gallery_status(gallery=gallery, detailed=True)
+    if status is None:
+        status = gallery_status(gallery=gallery, detailed=True)
     build = gallery.current_build()
     now = timezone.now()
     stuck_before = now - timedelta(seconds=settings.IMAGESEARCH_STUCK_AFTER_SECONDS)
@@ -245,6 +247,7 @@ def gallery_health(*, gallery, failures=10):
         ),
         "grouping": grouping,
         "map": map_build,
+        "switch": pipeline.switch_coverage(gallery=gallery),
     }
 
 

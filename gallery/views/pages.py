@@ -76,6 +76,8 @@ def gallery_detail(request, slug):
     page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
     failed = gallery.images.filter(embedding_state=EmbeddingState.FAILED).order_by("-created_at")[:50]
     owner = access.can_edit(request.user, gallery)
+    # Read once: the staff's health panel shows the same (detailed) status.
+    status = selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff)
     return render(
         request,
         "gallery/gallery_detail.html",
@@ -83,7 +85,7 @@ def gallery_detail(request, slug):
             "gallery": gallery,
             "page": page,
             "can_edit": owner,
-            "status": selectors.gallery_status(gallery=gallery, detailed=request.user.is_staff),
+            "status": status,
             "failed": failed if owner else [],
             "duplicate_groups": selectors.open_groups(gallery=gallery).count() if owner else 0,
             "trash_count": gallery.trash.count() if owner else 0,
@@ -92,8 +94,7 @@ def gallery_detail(request, slug):
             "default_k": settings.IMAGESEARCH_DEFAULT_K,
             "max_upload_bytes": settings.IMAGESEARCH_MAX_UPLOAD_BYTES,
             # Staff's health panel (coverage, index age, recall, failures, repair).
-            "health": selectors.gallery_health(gallery=gallery) if request.user.is_staff else None,
-            "switch": services.switch_coverage(gallery=gallery) if request.user.is_staff else None,
+            "health": selectors.gallery_health(gallery=gallery, status=status) if request.user.is_staff else None,
             "zip_max_images": settings.IMAGESEARCH_ZIP_MAX_IMAGES,
         },
     )
